@@ -1,0 +1,145 @@
+//! Merging this manager's unsaved changes onto a pool another writer stored meanwhile.
+//!
+//! Several managers share one stored pool. Each changes mostly records it owns, so when a
+//! conditional save loses to another writer, the loser reloads and replays its changes on
+//! top: a record only this manager changed since the last common version keeps this
+//! manager's state; a record both changed keeps the stored state. A hand-out is only ever
+//! made from a durably reserved project, so a race on a reservation never undoes a
+//! hand-out; losing a project this manager had durably reserved or handed out means
+//! another manager declared this one dead, and the report says so.
+
+use std::cmp::max;
+
+use crate::ids::{OwnerId, ProjectId};
+use crate::pool::Pool;
+use crate::record::{ProjectRecord, ProjectState};
+use crate::snapshot::{PoolSnapshot, SnapshotError};
+
+/// What a [`Pool::rebase`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RebaseReport {
+    /// Local changes kept on top of the stored pool.
+    pub applied: Vec<ProjectId>,
+    /// Local changes dropped because the store changed the same project.
+    pub overridden: Vec<ProjectId>,
+    /// Projects this owner had durably reserved or handed out that another writer took.
+    pub lost: Vec<ProjectId>,
+    /// The store no longer lists this owner, although its registration had been stored.
+    pub evicted: bool,
+}
+
+impl RebaseReport {
+    /// Whether another writer took anything of this owner's: it must stop handing out.
+    pub fn ownership_lost(&self) -> bool {
+        self.evicted || !self.lost.is_empty()
+    }
+}
+
+impl Pool {
+    /// Replaces this pool by `stored` with this pool's unsaved changes replayed on top,
+    /// as seen by owner `me`. Afterwards the pool counts as saved at `stored`'s version and
+    /// its version is above both, so the next save never goes back.
+    pub fn rebase(&mut self, stored: PoolSnapshot, me: &OwnerId) -> Result<RebaseReport, SnapshotError> {
+        let base = self.saved_version;
+        let mut merged = Pool::from_snapshot(stored)?;
+        merged.version = max(merged.version, self.version);
+        let mut report = RebaseReport::default();
+        let (changed, removed) = self.changes_since(base);
+        for rec in changed {
+            match merged.projects.get(&rec.id) {
+                Some(theirs) if theirs.version > base => report.overridden.push(rec.id.clone()),
+                _ => {
+                    report.applied.push(rec.id.clone());
+                    merged.put(demote_double_holding(rec, &merged, me));
+                }
+            }
+        }
+        for id in removed {
+            match merged.projects.get(&id) {
+                Some(theirs) if theirs.version > base => report.overridden.push(id),
+                Some(_) => merged.drop_record(&id),
+                None => {}
+            }
+        }
+        self.merge_owners(&mut merged, me, base, &mut report);
+        report.lost = self.lost_to(&merged, me, base);
+        *self = merged;
+        Ok(report)
+    }
+
+    fn merge_owners(&self, merged: &mut Pool, me: &OwnerId, base: u64, report: &mut RebaseReport) {
+        for (owner, lease) in &self.owners {
+            if lease.version > base {
+                merged.renew_owner(owner, lease.lease_until);
+            } else if owner == me && !merged.owners.contains_key(me) {
+                report.evicted = true;
+            }
+        }
+        let dropped: Vec<OwnerId> = merged
+            .owners
+            .iter()
+            .filter(|(o, l)| l.version <= base && !self.owners.contains_key(*o))
+            .map(|(o, _)| o.clone())
+            .collect();
+        for owner in dropped {
+            merged.owners.remove(&owner);
+            merged.version += 1;
+        }
+    }
+
+    /// Projects `me` held durably (reserved and stored, or handed out) that `merged` no
+    /// longer shows as `me`'s.
+    fn lost_to(&self, merged: &Pool, me: &OwnerId, base: u64) -> Vec<ProjectId> {
+        let mut lost: Vec<ProjectId> = self
+            .projects
+            .values()
+            .filter(|rec| rec.state.owner() == Some(me))
+            .filter(|rec| {
+                let fresh_reservation = rec.version > base && matches!(rec.state, ProjectState::Reserved { .. });
+                !fresh_reservation
+            })
+            .filter(|rec| merged.projects.get(&rec.id).map(|m| &m.state) != Some(&rec.state))
+            .map(|rec| rec.id.clone())
+            .collect();
+        lost.sort();
+        lost
+    }
+
+    /// Inserts or replaces a record, stamping it with a new version.
+    fn put(&mut self, mut rec: ProjectRecord) {
+        if let Some(old) = self.projects.remove(&rec.id) {
+            self.idx.remove(&old);
+            self.changes.remove(&(old.version, old.id));
+        }
+        self.version += 1;
+        rec.version = self.version;
+        self.insert_record(rec);
+    }
+
+    fn drop_record(&mut self, id: &ProjectId) {
+        if let Some(old) = self.projects.remove(id) {
+            self.idx.remove(&old);
+            self.changes.remove(&(old.version, old.id));
+            self.version += 1;
+            self.changes.insert((self.version, id.clone()));
+            self.tombstones.insert(id.clone(), self.version);
+        }
+    }
+}
+
+/// A record handing a project to a conversation that, in the stored pool, already holds
+/// another project (it asked two managers at once) is quarantined instead: the
+/// conversation keeps the stored project and this one is never handed out again.
+fn demote_double_holding(rec: ProjectRecord, merged: &Pool, me: &OwnerId) -> ProjectRecord {
+    let Some((conversation, _)) = rec.state.holder() else { return rec };
+    match merged.idx.holders.get(conversation) {
+        Some(other) if other != &rec.id => ProjectRecord {
+            state: ProjectState::Quarantined {
+                former_owner: Some(me.clone()),
+                reason: format!("conversation {conversation} already holds {other}"),
+            },
+            ..rec
+        },
+        _ => rec,
+    }
+}
