@@ -1,1 +1,51 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! Each subcommand lives in its own module with a `run(args)` entry point; add a new one
+//! by adding a module and one arm to the match in [`main`].
+
+mod bench;
+mod cargo;
+mod emulator;
+mod emulators;
+mod test;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  test        fmt check, clippy, rustdoc, then every test of the workspace with the
+              storage emulators (Azurite, moto) running
+              options: --skip-lints     skip fmt, clippy and rustdoc
+                       --no-emulators   do not start the emulators (their tests skip)
+                       -- <args>        extra arguments for `cargo test`
+  emulators   start Azurite and moto, print the `export` lines, and keep them running
+              until Ctrl-C or until standard input closes
+              options: --ignore-stdin   run until killed instead of until stdin closes
+                       --env-file PATH  also write the export lines to PATH
+  bench       cargo bench --workspace [-- <args>]
+  help        print this text";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_else(|| "help".to_owned());
+    let rest: Vec<String> = args.collect();
+    let result = match command.as_str() {
+        "test" => test::run(&rest),
+        "emulators" => emulators::run(&rest),
+        "bench" => bench::run(&rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(anyhow::anyhow!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
