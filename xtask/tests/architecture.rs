@@ -4,7 +4,10 @@
 //! crate added later is covered without touching this file, except that it must be placed
 //! in [`LAYERS`], the dependency table of the architecture.
 
-#![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed check")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed check"
+)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
