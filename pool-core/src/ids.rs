@@ -53,7 +53,11 @@ fn validate(kind: &'static str, s: &str, max: usize) -> Result<(), IdError> {
         return Err(IdError::Empty { kind });
     }
     if s.len() > max {
-        return Err(IdError::TooLong { kind, len: s.len(), max });
+        return Err(IdError::TooLong {
+            kind,
+            len: s.len(),
+            max,
+        });
     }
     if let Some((at, ch)) = s
         .char_indices()
@@ -197,7 +201,9 @@ impl FromStr for AllocationToken {
     fn from_str(s: &str) -> Result<Self, TokenError> {
         let ok = s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
         let parsed = ok.then(|| u64::from_str_radix(s, 16).ok()).flatten();
-        parsed.map(Self).ok_or_else(|| TokenError(s.chars().take(40).collect()))
+        parsed
+            .map(Self)
+            .ok_or_else(|| TokenError(s.chars().take(40).collect()))
     }
 }
 
@@ -220,7 +226,13 @@ mod tests {
 
     #[test]
     fn accepts_typical_ids() {
-        for s in ["default-1-9ca82", "horizon-617-9ca82", "a", "A.b_c-1", "x.."] {
+        for s in [
+            "default-1-9ca82",
+            "horizon-617-9ca82",
+            "a",
+            "A.b_c-1",
+            "x..",
+        ] {
             assert_eq!(ProjectId::new(s).unwrap().as_str(), s);
         }
     }
@@ -256,7 +268,11 @@ mod tests {
         let long = "a".repeat(ProjectId::MAX_LEN + 1);
         assert_eq!(
             ProjectId::new(long).unwrap_err(),
-            IdError::TooLong { kind: "project id", len: 129, max: 128 }
+            IdError::TooLong {
+                kind: "project id",
+                len: 129,
+                max: 128
+            }
         );
         assert!(ProjectId::new("a".repeat(ProjectId::MAX_LEN)).is_ok());
     }

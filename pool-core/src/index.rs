@@ -17,7 +17,11 @@ pub(crate) struct Indexes {
 
 impl Indexes {
     pub(crate) fn add(&mut self, rec: &ProjectRecord) {
-        *self.counts.entry(rec.template.clone()).or_default().slot(rec.state.kind()) += 1;
+        *self
+            .counts
+            .entry(rec.template.clone())
+            .or_default()
+            .slot(rec.state.kind()) += 1;
         match &rec.state {
             ProjectState::Available => {
                 let set = self.available.entry(rec.template.clone()).or_default();
@@ -28,7 +32,11 @@ impl Indexes {
                 let set = by_template.entry(rec.template.clone()).or_default();
                 set.insert(rec.id.clone());
             }
-            ProjectState::Allocated { conversation, lease_until, .. } => {
+            ProjectState::Allocated {
+                conversation,
+                lease_until,
+                ..
+            } => {
                 self.holders.insert(conversation.clone(), rec.id.clone());
                 self.leases.insert((*lease_until, rec.id.clone()));
             }
@@ -51,7 +59,11 @@ impl Indexes {
                 }
             }
             ProjectState::Reserved { owner } => self.remove_reserved(owner, rec),
-            ProjectState::Allocated { conversation, lease_until, .. } => {
+            ProjectState::Allocated {
+                conversation,
+                lease_until,
+                ..
+            } => {
                 self.holders.remove(conversation);
                 self.leases.remove(&(*lease_until, rec.id.clone()));
             }
@@ -63,7 +75,9 @@ impl Indexes {
     }
 
     fn remove_reserved(&mut self, owner: &OwnerId, rec: &ProjectRecord) {
-        let Some(by_template) = self.reserved.get_mut(owner) else { return };
+        let Some(by_template) = self.reserved.get_mut(owner) else {
+            return;
+        };
         if let Some(set) = by_template.get_mut(&rec.template) {
             set.remove(&rec.id);
             if set.is_empty() {

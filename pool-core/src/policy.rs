@@ -45,12 +45,20 @@ mod tests {
     use super::*;
 
     fn counts(available: usize, reserved: usize, in_flight: usize, waiting: usize) -> SupplyCounts {
-        SupplyCounts { available, reserved, in_flight, waiting }
+        SupplyCounts {
+            available,
+            reserved,
+            in_flight,
+            waiting,
+        }
     }
 
     #[test]
     fn fills_to_target_within_the_concurrency_limit() {
-        let p = ReplenishPolicy { target: 25, max_in_flight: 4 };
+        let p = ReplenishPolicy {
+            target: 25,
+            max_in_flight: 4,
+        };
         assert_eq!(p.provisions_to_start(counts(0, 0, 0, 0)), 4);
         assert_eq!(p.provisions_to_start(counts(0, 0, 4, 0)), 0);
         assert_eq!(p.provisions_to_start(counts(20, 2, 1, 0)), 2);
@@ -59,14 +67,20 @@ mod tests {
 
     #[test]
     fn waiting_callers_raise_the_target() {
-        let p = ReplenishPolicy { target: 2, max_in_flight: 16 };
+        let p = ReplenishPolicy {
+            target: 2,
+            max_in_flight: 16,
+        };
         assert_eq!(p.provisions_to_start(counts(0, 0, 0, 5)), 7);
         assert_eq!(p.provisions_to_start(counts(1, 1, 3, 5)), 2);
     }
 
     #[test]
     fn over_supply_starts_nothing() {
-        let p = ReplenishPolicy { target: 2, max_in_flight: 2 };
+        let p = ReplenishPolicy {
+            target: 2,
+            max_in_flight: 2,
+        };
         assert_eq!(p.provisions_to_start(counts(10, 0, 0, 0)), 0);
         assert_eq!(p.provisions_to_start(counts(0, 0, 9, 0)), 0);
     }

@@ -50,6 +50,10 @@ pub struct Pool {
     pub(crate) changes: BTreeSet<(u64, ProjectId)>,
     /// Projects removed from the pool, with the version of their removal.
     pub(crate) tombstones: HashMap<ProjectId, u64>,
+    /// Projects added since the last version marked saved, with the version of their
+    /// addition: the store cannot have them yet, so a rebase keeps them, whereas another
+    /// changed project the store lacks was removed there.
+    pub(crate) added: HashMap<ProjectId, u64>,
 }
 
 impl Pool {
@@ -108,15 +112,40 @@ impl Pool {
         self.reserved_set(owner, template).map_or(0, BTreeSet::len)
     }
 
+    /// The first of `owner`'s reserved projects of `template` whose record has not
+    /// changed since version `stored_up_to`, i.e. whose reservation is stored.
+    pub fn first_reserved(
+        &self,
+        owner: &OwnerId,
+        template: &TemplateName,
+        stored_up_to: u64,
+    ) -> Option<&ProjectId> {
+        let set = self.reserved_set(owner, template)?;
+        set.iter().find(|id| {
+            self.projects
+                .get(*id)
+                .is_some_and(|r| r.version <= stored_up_to)
+        })
+    }
+
     /// The project `conversation` holds, if any.
     pub fn holder_of(&self, conversation: &ConversationId) -> Option<Allocation> {
         let id = self.idx.holders.get(conversation)?;
         let rec = self.projects.get(id)?;
         let (_, token) = rec.state.holder()?;
-        Some(Allocation { project: id.clone(), template: rec.template.clone(), token, fresh: false })
+        Some(Allocation {
+            project: id.clone(),
+            template: rec.template.clone(),
+            token,
+            fresh: false,
+        })
     }
 
-    fn reserved_set(&self, owner: &OwnerId, template: &TemplateName) -> Option<&BTreeSet<ProjectId>> {
+    fn reserved_set(
+        &self,
+        owner: &OwnerId,
+        template: &TemplateName,
+    ) -> Option<&BTreeSet<ProjectId>> {
         self.idx.reserved.get(owner)?.get(template)
     }
 
@@ -136,7 +165,10 @@ impl Pool {
         now: Timestamp,
         next: impl FnOnce(&ProjectRecord) -> Result<ProjectState, PoolError>,
     ) -> Result<(), PoolError> {
-        let rec = self.projects.get_mut(id).ok_or_else(|| PoolError::UnknownProject(id.clone()))?;
+        let rec = self
+            .projects
+            .get_mut(id)
+            .ok_or_else(|| PoolError::UnknownProject(id.clone()))?;
         let state = next(rec)?;
         self.version += 1;
         self.idx.remove(rec);
@@ -149,23 +181,46 @@ impl Pool {
         Ok(())
     }
 
-    fn add(&mut self, id: ProjectId, template: TemplateName, state: ProjectState, now: Timestamp) -> Result<(), PoolError> {
+    fn add(
+        &mut self,
+        id: ProjectId,
+        template: TemplateName,
+        state: ProjectState,
+        now: Timestamp,
+    ) -> Result<(), PoolError> {
         if self.projects.contains_key(&id) {
             return Err(PoolError::DuplicateProject(id));
         }
         self.version += 1;
-        let rec = ProjectRecord { id, template, state, version: self.version, changed_at: now };
+        self.added.insert(id.clone(), self.version);
+        let rec = ProjectRecord {
+            id,
+            template,
+            state,
+            version: self.version,
+            changed_at: now,
+        };
         self.insert_record(rec);
         Ok(())
     }
 
     /// Adds a project that is ready to be reserved.
-    pub fn add_available(&mut self, id: ProjectId, template: TemplateName, now: Timestamp) -> Result<(), PoolError> {
+    pub fn add_available(
+        &mut self,
+        id: ProjectId,
+        template: TemplateName,
+        now: Timestamp,
+    ) -> Result<(), PoolError> {
         self.add(id, template, ProjectState::Available, now)
     }
 
     /// Adds a project whose provisioning has started.
-    pub fn add_provisioning(&mut self, id: ProjectId, template: TemplateName, now: Timestamp) -> Result<(), PoolError> {
+    pub fn add_provisioning(
+        &mut self,
+        id: ProjectId,
+        template: TemplateName,
+        now: Timestamp,
+    ) -> Result<(), PoolError> {
         self.add(id, template, ProjectState::Provisioning, now)
     }
 
@@ -178,22 +233,37 @@ impl Pool {
     }
 
     /// Marks a provisioning project failed.
-    pub fn fail_provisioning(&mut self, id: &ProjectId, reason: &str, now: Timestamp) -> Result<(), PoolError> {
+    pub fn fail_provisioning(
+        &mut self,
+        id: &ProjectId,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), PoolError> {
         self.transition(id, now, |rec| match rec.state {
-            ProjectState::Provisioning => Ok(ProjectState::Failed { reason: reason.to_owned() }),
+            ProjectState::Provisioning => Ok(ProjectState::Failed {
+                reason: reason.to_owned(),
+            }),
             _ => Err(invalid(rec, "fail provisioning of")),
         })
     }
 
     /// Reserves up to `n` available projects of `template` for `owner`; returns those
     /// reserved (fewer when fewer are available).
-    pub fn reserve(&mut self, owner: &OwnerId, template: &TemplateName, n: usize, now: Timestamp) -> Vec<ProjectId> {
+    pub fn reserve(
+        &mut self,
+        owner: &OwnerId,
+        template: &TemplateName,
+        n: usize,
+        now: Timestamp,
+    ) -> Vec<ProjectId> {
         let picked: Vec<ProjectId> = match self.idx.available.get(template) {
             Some(set) => set.iter().take(n).cloned().collect(),
             None => Vec::new(),
         };
         for id in &picked {
-            let state = ProjectState::Reserved { owner: owner.clone() };
+            let state = ProjectState::Reserved {
+                owner: owner.clone(),
+            };
             let moved = self.transition(id, now, |_| Ok(state));
             debug_assert!(moved.is_ok(), "an indexed project exists");
         }
@@ -201,9 +271,16 @@ impl Pool {
     }
 
     /// Reserves one named available project for `owner`.
-    pub fn reserve_project(&mut self, owner: &OwnerId, id: &ProjectId, now: Timestamp) -> Result<(), PoolError> {
+    pub fn reserve_project(
+        &mut self,
+        owner: &OwnerId,
+        id: &ProjectId,
+        now: Timestamp,
+    ) -> Result<(), PoolError> {
         self.transition(id, now, |rec| match rec.state {
-            ProjectState::Available => Ok(ProjectState::Reserved { owner: owner.clone() }),
+            ProjectState::Available => Ok(ProjectState::Reserved {
+                owner: owner.clone(),
+            }),
             _ => Err(invalid(rec, "reserve")),
         })
     }
@@ -228,7 +305,10 @@ impl Pool {
         let id = self
             .reserved_set(owner, template)
             .and_then(|set| set.first().cloned())
-            .ok_or_else(|| PoolError::NoReservedProject { owner: owner.clone(), template: template.clone() })?;
+            .ok_or_else(|| PoolError::NoReservedProject {
+                owner: owner.clone(),
+                template: template.clone(),
+            })?;
         self.allocate_project(owner, conversation, &id, token, now, lease)
     }
 
@@ -246,7 +326,10 @@ impl Pool {
         if let Some(existing) = self.holder_of(conversation) {
             if &existing.project != id {
                 let project = existing.project;
-                return Err(PoolError::ConversationHoldsAnother { conversation: conversation.clone(), project });
+                return Err(PoolError::ConversationHoldsAnother {
+                    conversation: conversation.clone(),
+                    project,
+                });
             }
             return Ok(existing);
         }
@@ -257,24 +340,71 @@ impl Pool {
                 token,
                 lease_until: now.saturating_add(lease),
             }),
-            ProjectState::Reserved { .. } => Err(PoolError::NotReservedBy { project: id.clone(), owner: owner.clone() }),
+            ProjectState::Reserved { .. } => Err(PoolError::NotReservedBy {
+                project: id.clone(),
+                owner: owner.clone(),
+            }),
             _ => Err(invalid(rec, "allocate")),
         })?;
         let template = self.projects[id].template.clone();
-        Ok(Allocation { project: id.clone(), template, token, fresh: true })
+        Ok(Allocation {
+            project: id.clone(),
+            template,
+            token,
+            fresh: true,
+        })
+    }
+
+    /// Takes back a fresh allocation whose caller went away before it was told of it:
+    /// the project returns to its owner's reserved buffer. Refused unless the project is
+    /// still allocated with `token`.
+    pub fn return_undelivered(
+        &mut self,
+        id: &ProjectId,
+        token: AllocationToken,
+        now: Timestamp,
+    ) -> Result<(), PoolError> {
+        self.transition(id, now, |rec| match &rec.state {
+            ProjectState::Allocated {
+                owner, token: held, ..
+            } => {
+                check_token(id, *held, token)?;
+                Ok(ProjectState::Reserved {
+                    owner: owner.clone(),
+                })
+            }
+            _ => Err(invalid(rec, "return")),
+        })
     }
 
     /// Marks an allocated project active; its holder's token is required. Marking an
     /// active project active again with the same token changes nothing.
-    pub fn mark_active(&mut self, id: &ProjectId, token: AllocationToken, now: Timestamp) -> Result<(), PoolError> {
-        let rec = self.projects.get(id).ok_or_else(|| PoolError::UnknownProject(id.clone()))?;
+    pub fn mark_active(
+        &mut self,
+        id: &ProjectId,
+        token: AllocationToken,
+        now: Timestamp,
+    ) -> Result<(), PoolError> {
+        let rec = self
+            .projects
+            .get(id)
+            .ok_or_else(|| PoolError::UnknownProject(id.clone()))?;
         if let ProjectState::Active { token: held, .. } = &rec.state {
             return check_token(id, *held, token);
         }
         self.transition(id, now, |rec| match &rec.state {
-            ProjectState::Allocated { owner, conversation, token: held, .. } => {
+            ProjectState::Allocated {
+                owner,
+                conversation,
+                token: held,
+                ..
+            } => {
                 check_token(id, *held, token)?;
-                Ok(ProjectState::Active { owner: owner.clone(), conversation: conversation.clone(), token })
+                Ok(ProjectState::Active {
+                    owner: owner.clone(),
+                    conversation: conversation.clone(),
+                    token,
+                })
             }
             _ => Err(invalid(rec, "mark active")),
         })
@@ -282,14 +412,33 @@ impl Pool {
 
     /// Archives a held project; its holder's token is required. Archiving again with the
     /// same token changes nothing.
-    pub fn archive(&mut self, id: &ProjectId, token: AllocationToken, now: Timestamp) -> Result<(), PoolError> {
-        let rec = self.projects.get(id).ok_or_else(|| PoolError::UnknownProject(id.clone()))?;
-        if let ProjectState::Archived { token: Some(held), .. } = &rec.state {
+    pub fn archive(
+        &mut self,
+        id: &ProjectId,
+        token: AllocationToken,
+        now: Timestamp,
+    ) -> Result<(), PoolError> {
+        let rec = self
+            .projects
+            .get(id)
+            .ok_or_else(|| PoolError::UnknownProject(id.clone()))?;
+        if let ProjectState::Archived {
+            token: Some(held), ..
+        } = &rec.state
+        {
             return check_token(id, *held, token);
         }
         self.transition(id, now, |rec| match &rec.state {
-            ProjectState::Allocated { conversation, token: held, .. }
-            | ProjectState::Active { conversation, token: held, .. } => {
+            ProjectState::Allocated {
+                conversation,
+                token: held,
+                ..
+            }
+            | ProjectState::Active {
+                conversation,
+                token: held,
+                ..
+            } => {
                 check_token(id, *held, token)?;
                 Ok(ProjectState::Archived {
                     conversation: Some(conversation.clone()),
@@ -303,29 +452,42 @@ impl Pool {
 
     /// Allocations whose lease ran out by `now` without being marked active, oldest first.
     pub fn expired_allocations(&self, now: Timestamp) -> Vec<ProjectId> {
-        self.idx.leases.iter().take_while(|(until, _)| *until <= now).map(|(_, id)| id.clone()).collect()
+        self.idx
+            .leases
+            .iter()
+            .take_while(|(until, _)| *until <= now)
+            .map(|(_, id)| id.clone())
+            .collect()
     }
 
     /// Archives an allocation whose lease ran out; it is never handed out again.
     pub fn reclaim(&mut self, id: &ProjectId, now: Timestamp) -> Result<(), PoolError> {
         self.transition(id, now, |rec| match &rec.state {
-            ProjectState::Allocated { conversation, token, lease_until, .. } if *lease_until <= now => {
-                Ok(ProjectState::Archived {
-                    conversation: Some(conversation.clone()),
-                    token: Some(*token),
-                    reason: ArchiveReason::LeaseExpired,
-                })
-            }
+            ProjectState::Allocated {
+                conversation,
+                token,
+                lease_until,
+                ..
+            } if *lease_until <= now => Ok(ProjectState::Archived {
+                conversation: Some(conversation.clone()),
+                token: Some(*token),
+                reason: ArchiveReason::LeaseExpired,
+            }),
             _ => Err(invalid(rec, "reclaim")),
         })
     }
 
     /// Quarantines one project that is not held by a conversation.
-    pub fn quarantine(&mut self, id: &ProjectId, reason: &str, now: Timestamp) -> Result<(), PoolError> {
+    pub fn quarantine(
+        &mut self,
+        id: &ProjectId,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), PoolError> {
         self.transition(id, now, |rec| match &rec.state {
-            ProjectState::Allocated { .. } | ProjectState::Active { .. } | ProjectState::Archived { .. } => {
-                Err(invalid(rec, "quarantine"))
-            }
+            ProjectState::Allocated { .. }
+            | ProjectState::Active { .. }
+            | ProjectState::Archived { .. } => Err(invalid(rec, "quarantine")),
             state => Ok(ProjectState::Quarantined {
                 former_owner: state.owner().cloned(),
                 reason: reason.to_owned(),
@@ -336,7 +498,12 @@ impl Pool {
     /// Quarantines everything `owner` reserved and did not hand out, and forgets the
     /// owner. Projects it handed out stay with their conversations. Returns those
     /// quarantined.
-    pub fn quarantine_owner(&mut self, owner: &OwnerId, reason: &str, now: Timestamp) -> Vec<ProjectId> {
+    pub fn quarantine_owner(
+        &mut self,
+        owner: &OwnerId,
+        reason: &str,
+        now: Timestamp,
+    ) -> Vec<ProjectId> {
         let ids = self.reserved_by(owner);
         for id in &ids {
             let moved = self.quarantine(id, reason, now);
@@ -363,7 +530,9 @@ impl Pool {
     }
 
     fn reserved_by(&self, owner: &OwnerId) -> Vec<ProjectId> {
-        let Some(by_template) = self.idx.reserved.get(owner) else { return Vec::new() };
+        let Some(by_template) = self.idx.reserved.get(owner) else {
+            return Vec::new();
+        };
         let mut ids: Vec<ProjectId> = by_template.values().flatten().cloned().collect();
         ids.sort();
         ids
@@ -372,12 +541,21 @@ impl Pool {
     /// Removes a project in a final state (archived, quarantined or failed) once it has
     /// been destroyed.
     pub fn remove(&mut self, id: &ProjectId) -> Result<ProjectRecord, PoolError> {
-        let rec = self.projects.get(id).ok_or_else(|| PoolError::UnknownProject(id.clone()))?;
-        let terminal = matches!(rec.state.kind(), StateKind::Archived | StateKind::Quarantined | StateKind::Failed);
+        let rec = self
+            .projects
+            .get(id)
+            .ok_or_else(|| PoolError::UnknownProject(id.clone()))?;
+        let terminal = matches!(
+            rec.state.kind(),
+            StateKind::Archived | StateKind::Quarantined | StateKind::Failed
+        );
         if !terminal {
             return Err(invalid(rec, "remove"));
         }
-        let rec = self.projects.remove(id).ok_or_else(|| PoolError::UnknownProject(id.clone()))?;
+        let rec = self
+            .projects
+            .remove(id)
+            .ok_or_else(|| PoolError::UnknownProject(id.clone()))?;
         self.version += 1;
         self.idx.remove(&rec);
         self.changes.remove(&(rec.version, id.clone()));
@@ -389,13 +567,26 @@ impl Pool {
     /// Registers `owner` or renews its lease.
     pub fn renew_owner(&mut self, owner: &OwnerId, lease_until: Timestamp) {
         self.version += 1;
-        let lease = OwnerLease { lease_until, version: self.version };
+        let lease = OwnerLease {
+            lease_until,
+            version: self.version,
+        };
         self.owners.insert(owner.clone(), lease);
+    }
+
+    /// Raises the version without changing any record, so that a save of part of the
+    /// changes is told apart from the next one.
+    pub fn bump_version(&mut self) {
+        self.version += 1;
     }
 
     /// Owners whose lease ran out by `now`.
     pub fn expired_owners(&self, now: Timestamp) -> Vec<OwnerId> {
-        self.owners.iter().filter(|(_, l)| l.lease_until <= now).map(|(o, _)| o.clone()).collect()
+        self.owners
+            .iter()
+            .filter(|(_, l)| l.lease_until <= now)
+            .map(|(o, _)| o.clone())
+            .collect()
     }
 
     /// Records changed after version `since`, and projects removed after it.
@@ -413,7 +604,9 @@ impl Pool {
 
     /// How many projects changed after the last version marked saved.
     pub fn unsaved_changes(&self) -> usize {
-        self.changes.range((self.saved_version + 1, first_id())..).count()
+        self.changes
+            .range((self.saved_version + 1, first_id())..)
+            .count()
     }
 
     /// Records that everything up to `version` is stored; forgets older tombstones.
@@ -422,6 +615,7 @@ impl Pool {
             return;
         }
         self.saved_version = version;
+        self.added.retain(|_, v| *v > version);
         let old: Vec<(u64, ProjectId)> = self
             .tombstones
             .iter()
@@ -441,16 +635,29 @@ impl Pool {
         if rebuilt.normalized() != self.idx.normalized() {
             return Err("indexes disagree with the records".into());
         }
-        let held = self.projects.values().filter(|r| r.state.holder().is_some()).count();
+        let held = self
+            .projects
+            .values()
+            .filter(|r| r.state.holder().is_some())
+            .count();
         if held != rebuilt.holders.len() {
-            return Err(format!("{held} held projects but {} holders", rebuilt.holders.len()));
+            return Err(format!(
+                "{held} held projects but {} holders",
+                rebuilt.holders.len()
+            ));
         }
         if let Some(r) = self.projects.values().find(|r| r.version > self.version) {
-            return Err(format!("project {} has version {} above the pool's {}", r.id, r.version, self.version));
+            return Err(format!(
+                "project {} has version {} above the pool's {}",
+                r.id, r.version, self.version
+            ));
         }
         let logged = self.changes.len();
         if logged != self.projects.len() + self.tombstones.len() {
-            return Err(format!("change log has {logged} entries for {} records", self.projects.len()));
+            return Err(format!(
+                "change log has {logged} entries for {} records",
+                self.projects.len()
+            ));
         }
         Ok(())
     }
@@ -463,9 +670,23 @@ pub(crate) fn first_id() -> ProjectId {
 }
 
 fn invalid(rec: &ProjectRecord, operation: &'static str) -> PoolError {
-    PoolError::InvalidTransition { project: rec.id.clone(), state: rec.state.kind(), operation }
+    PoolError::InvalidTransition {
+        project: rec.id.clone(),
+        state: rec.state.kind(),
+        operation,
+    }
 }
 
-fn check_token(id: &ProjectId, held: AllocationToken, given: AllocationToken) -> Result<(), PoolError> {
-    if held == given { Ok(()) } else { Err(PoolError::TokenMismatch { project: id.clone() }) }
+fn check_token(
+    id: &ProjectId,
+    held: AllocationToken,
+    given: AllocationToken,
+) -> Result<(), PoolError> {
+    if held == given {
+        Ok(())
+    } else {
+        Err(PoolError::TokenMismatch {
+            project: id.clone(),
+        })
+    }
 }

@@ -3,12 +3,14 @@
 //! Several managers share one stored pool. Each changes mostly records it owns, so when a
 //! conditional save loses to another writer, the loser reloads and replays its changes on
 //! top: a record only this manager changed since the last common version keeps this
-//! manager's state; a record both changed keeps the stored state. A hand-out is only ever
-//! made from a durably reserved project, so a race on a reservation never undoes a
-//! hand-out; losing a project this manager had durably reserved or handed out means
+//! manager's state; a record both changed keeps the stored state, and a project the store
+//! removed stays removed unless this manager added it after the last save. A hand-out is
+//! only ever made from a durably reserved project, so a race on a reservation never undoes
+//! a hand-out; losing a project this manager had durably reserved or handed out means
 //! another manager declared this one dead, and the report says so.
 
 use std::cmp::max;
+use std::collections::HashSet;
 
 use crate::ids::{OwnerId, ProjectId};
 use crate::pool::Pool;
@@ -39,18 +41,28 @@ impl Pool {
     /// Replaces this pool by `stored` with this pool's unsaved changes replayed on top,
     /// as seen by owner `me`. Afterwards the pool counts as saved at `stored`'s version and
     /// its version is above both, so the next save never goes back.
-    pub fn rebase(&mut self, stored: PoolSnapshot, me: &OwnerId) -> Result<RebaseReport, SnapshotError> {
+    pub fn rebase(
+        &mut self,
+        stored: PoolSnapshot,
+        me: &OwnerId,
+    ) -> Result<RebaseReport, SnapshotError> {
         let base = self.saved_version;
         let mut merged = Pool::from_snapshot(stored)?;
         merged.version = max(merged.version, self.version);
         let mut report = RebaseReport::default();
         let (changed, removed) = self.changes_since(base);
         for rec in changed {
+            let added_here = self.added.contains_key(&rec.id);
             match merged.projects.get(&rec.id) {
                 Some(theirs) if theirs.version > base => report.overridden.push(rec.id.clone()),
+                None if !added_here => report.overridden.push(rec.id.clone()),
                 _ => {
-                    report.applied.push(rec.id.clone());
+                    let id = rec.id.clone();
                     merged.put(demote_double_holding(rec, &merged, me));
+                    if added_here {
+                        merged.added.insert(id.clone(), merged.version);
+                    }
+                    report.applied.push(id);
                 }
             }
         }
@@ -62,7 +74,7 @@ impl Pool {
             }
         }
         self.merge_owners(&mut merged, me, base, &mut report);
-        report.lost = self.lost_to(&merged, me, base);
+        report.lost = self.lost_to(&merged, me, base, &report.applied);
         *self = merged;
         Ok(report)
     }
@@ -88,14 +100,23 @@ impl Pool {
     }
 
     /// Projects `me` held durably (reserved and stored, or handed out) that `merged` no
-    /// longer shows as `me`'s.
-    fn lost_to(&self, merged: &Pool, me: &OwnerId, base: u64) -> Vec<ProjectId> {
+    /// longer shows as `me`'s. A record replayed here (`applied`) was not taken by another
+    /// writer, even when the replay quarantined a second hand-out to one conversation.
+    fn lost_to(
+        &self,
+        merged: &Pool,
+        me: &OwnerId,
+        base: u64,
+        applied: &[ProjectId],
+    ) -> Vec<ProjectId> {
+        let applied: HashSet<&ProjectId> = applied.iter().collect();
         let mut lost: Vec<ProjectId> = self
             .projects
             .values()
-            .filter(|rec| rec.state.owner() == Some(me))
+            .filter(|rec| rec.state.owner() == Some(me) && !applied.contains(&rec.id))
             .filter(|rec| {
-                let fresh_reservation = rec.version > base && matches!(rec.state, ProjectState::Reserved { .. });
+                let fresh_reservation =
+                    rec.version > base && matches!(rec.state, ProjectState::Reserved { .. });
                 !fresh_reservation
             })
             .filter(|rec| merged.projects.get(&rec.id).map(|m| &m.state) != Some(&rec.state))
@@ -131,7 +152,9 @@ impl Pool {
 /// another project (it asked two managers at once) is quarantined instead: the
 /// conversation keeps the stored project and this one is never handed out again.
 fn demote_double_holding(rec: ProjectRecord, merged: &Pool, me: &OwnerId) -> ProjectRecord {
-    let Some((conversation, _)) = rec.state.holder() else { return rec };
+    let Some((conversation, _)) = rec.state.holder() else {
+        return rec;
+    };
     match merged.idx.holders.get(conversation) {
         Some(other) if other != &rec.id => ProjectRecord {
             state: ProjectState::Quarantined {

@@ -141,8 +141,16 @@ impl ProjectState {
     /// The conversation holding the project, if it is held.
     pub fn holder(&self) -> Option<(&ConversationId, AllocationToken)> {
         match self {
-            Self::Allocated { conversation, token, .. }
-            | Self::Active { conversation, token, .. } => Some((conversation, *token)),
+            Self::Allocated {
+                conversation,
+                token,
+                ..
+            }
+            | Self::Active {
+                conversation,
+                token,
+                ..
+            } => Some((conversation, *token)),
             _ => None,
         }
     }

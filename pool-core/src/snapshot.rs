@@ -74,20 +74,28 @@ struct Header {
 impl PoolSnapshot {
     /// The snapshot as JSON bytes.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_else(|e| unreachable!("a snapshot always serializes: {e}"))
+        serde_json::to_vec(self)
+            .unwrap_or_else(|e| unreachable!("a snapshot always serializes: {e}"))
     }
 
     /// The snapshot as indented JSON, for people and golden files.
     pub fn to_json_pretty(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).unwrap_or_else(|e| unreachable!("a snapshot always serializes: {e}"))
+        serde_json::to_vec_pretty(self)
+            .unwrap_or_else(|e| unreachable!("a snapshot always serializes: {e}"))
     }
 
     /// Parses a stored document, checking its schema version first.
     pub fn from_json(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let header: Header = serde_json::from_slice(bytes).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        let header: Header =
+            serde_json::from_slice(bytes).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
         match header.schema_version {
             Some(SCHEMA_VERSION) => {}
-            Some(found) => return Err(SnapshotError::UnsupportedSchema { found, supported: SCHEMA_VERSION }),
+            Some(found) => {
+                return Err(SnapshotError::UnsupportedSchema {
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
             None => return Err(SnapshotError::Corrupt("no schema_version field".into())),
         }
         serde_json::from_slice(bytes).map_err(|e| SnapshotError::Corrupt(e.to_string()))
@@ -98,8 +106,10 @@ impl PoolSnapshot {
     /// Applies `changes` (made on top of this snapshot's version) in place, keeping the
     /// projects sorted by id.
     pub fn apply(&mut self, changes: &PoolChanges) {
-        let mut by_id: BTreeMap<ProjectId, ProjectRecord> =
-            std::mem::take(&mut self.projects).into_iter().map(|r| (r.id.clone(), r)).collect();
+        let mut by_id: BTreeMap<ProjectId, ProjectRecord> = std::mem::take(&mut self.projects)
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
         for id in &changes.removed {
             by_id.remove(id);
         }
@@ -144,21 +154,33 @@ impl Pool {
     pub fn from_snapshot(snapshot: PoolSnapshot) -> Result<Self, SnapshotError> {
         if snapshot.schema_version != SCHEMA_VERSION {
             let found = snapshot.schema_version;
-            return Err(SnapshotError::UnsupportedSchema { found, supported: SCHEMA_VERSION });
+            return Err(SnapshotError::UnsupportedSchema {
+                found,
+                supported: SCHEMA_VERSION,
+            });
         }
         let version = snapshot.pool_version;
         let mut seen_holders = HashSet::new();
-        let mut pool = Pool { version, saved_version: version, ..Pool::default() };
+        let mut pool = Pool {
+            version,
+            saved_version: version,
+            ..Pool::default()
+        };
         for rec in snapshot.projects {
             check_record(&rec, version, &mut seen_holders)?;
             if pool.projects.contains_key(&rec.id) {
-                return Err(SnapshotError::Inconsistent(format!("project {} appears twice", rec.id)));
+                return Err(SnapshotError::Inconsistent(format!(
+                    "project {} appears twice",
+                    rec.id
+                )));
             }
             pool.changes.insert((rec.version, rec.id.clone()));
             pool.projects.insert(rec.id.clone(), rec);
         }
         if let Some((o, _)) = snapshot.owners.iter().find(|(_, l)| l.version > version) {
-            return Err(SnapshotError::Inconsistent(format!("owner {o} is newer than the pool")));
+            return Err(SnapshotError::Inconsistent(format!(
+                "owner {o} is newer than the pool"
+            )));
         }
         pool.owners = snapshot.owners;
         pool.idx = Indexes::build(pool.projects.values());
@@ -172,7 +194,10 @@ fn check_record(
     holders: &mut HashSet<ConversationId>,
 ) -> Result<(), SnapshotError> {
     if rec.version > pool_version {
-        let msg = format!("project {} has version {} above the pool's {pool_version}", rec.id, rec.version);
+        let msg = format!(
+            "project {} has version {} above the pool's {pool_version}",
+            rec.id, rec.version
+        );
         return Err(SnapshotError::Inconsistent(msg));
     }
     if let Some((conversation, _)) = rec.state.holder() {

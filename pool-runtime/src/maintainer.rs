@@ -1,0 +1,287 @@
+//! The maintainer: one owned task that keeps the pool warm and recovered.
+//!
+//! On every tick (and whenever a hand-out, a waiter or a finished provision wakes it) it
+//! renews this manager's lease, quarantines what dead managers reserved, reclaims
+//! allocations whose lease ran out, reserves projects ahead of demand, serves waiting
+//! callers, starts provisions under the replenish policy, and recycles projects that will
+//! never be handed out again.
+
+use std::sync::Arc;
+
+use pool_core::{ProjectId, ProjectState, StateKind, SupplyCounts, TemplateName, Timestamp};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::error::ManagerError;
+use crate::metrics::bump;
+use crate::provision::{Circuit, Provisioned};
+use crate::shared::{Shared, State};
+
+/// The maintainer task's body.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let mut next_heartbeat = Instant::now() + shared.config.heartbeat_interval;
+    loop {
+        if shared.is_stopping() {
+            return;
+        }
+        tick(&shared, &mut next_heartbeat);
+        tokio::select! {
+            () = shared.maintain.notified() => {}
+            () = tokio::time::sleep(shared.config.maintain_interval) => {}
+        }
+    }
+}
+
+fn tick(shared: &Arc<Shared>, next_heartbeat: &mut Instant) {
+    let mut guard = shared.lock();
+    let st = &mut *guard;
+    if st.halted.is_some() {
+        return;
+    }
+    let before = st.pool.version();
+    let now = shared.now();
+    if Instant::now() >= *next_heartbeat {
+        let until = now.saturating_add(shared.config.owner_lease);
+        st.pool.renew_owner(&shared.owner, until);
+        *next_heartbeat = Instant::now() + shared.config.heartbeat_interval;
+    }
+    quarantine_dead_owners(shared, st, now);
+    reclaim_expired(shared, st, now);
+    reserve_ahead(shared, st, now);
+    shared.serve_waiters(st);
+    let starts = plan_provisions(shared, st);
+    let recycles = plan_recycles(shared, st);
+    shared.changed(st, before);
+    drop(guard);
+    for template in starts {
+        shared.spawn(provision(shared.clone(), template, None));
+    }
+    for (id, template) in recycles {
+        shared.spawn(recycle(shared.clone(), id, template));
+    }
+}
+
+fn quarantine_dead_owners(shared: &Shared, st: &mut State, now: Timestamp) {
+    for owner in st.pool.expired_owners(now) {
+        if owner == shared.owner {
+            continue;
+        }
+        let ids = st
+            .pool
+            .quarantine_owner(&owner, "its manager's lease ran out", now);
+        for _ in &ids {
+            bump(&shared.metrics.quarantined);
+        }
+        warn!(owner = %owner, project_ids = ?ids, "manager presumed dead; quarantined its unused reservations");
+    }
+}
+
+fn reclaim_expired(shared: &Shared, st: &mut State, now: Timestamp) {
+    for id in st.pool.expired_allocations(now) {
+        let owner = st.pool.get(&id).and_then(|r| r.state.owner().cloned());
+        let ours = owner
+            .as_ref()
+            .is_none_or(|o| o == &shared.owner || !st.pool.owners().contains_key(o));
+        if ours && st.pool.reclaim(&id, now).is_ok() {
+            bump(&shared.metrics.reclaimed);
+            info!(project_id = %id, "allocation lease ran out without activity; reclaimed");
+        }
+    }
+}
+
+fn reserve_ahead(shared: &Shared, st: &mut State, now: Timestamp) {
+    for t in &shared.config.templates {
+        let mine = st.pool.reserved_count(&shared.owner, &t.name);
+        if mine < t.reserve {
+            st.pool
+                .reserve(&shared.owner, &t.name, t.reserve - mine, now);
+        }
+    }
+}
+
+/// Decides how many provisions to start per template; counts them as in flight.
+fn plan_provisions(shared: &Shared, st: &mut State) -> Vec<TemplateName> {
+    let mut starts = Vec::new();
+    if shared.provisioner.is_none() || shared.is_stopping() {
+        return starts;
+    }
+    for t in &shared.config.templates {
+        let counts = st.pool.counts(&t.name);
+        let waiting = st.waiters.len(&t.name);
+        let tp = st.provisioning.of(&t.name);
+        if tp.next_attempt.is_some_and(|at| at > Instant::now()) {
+            continue;
+        }
+        let supply = SupplyCounts {
+            available: counts.available,
+            reserved: counts.reserved,
+            in_flight: tp.in_flight,
+            waiting,
+        };
+        let mut n = t.policy.provisions_to_start(supply);
+        if tp.circuit == Circuit::Open {
+            n = n.min(usize::from(tp.in_flight == 0));
+        }
+        tp.in_flight += n;
+        tp.started += n as u64;
+        for _ in 0..n {
+            bump(&shared.metrics.provisions_started);
+            starts.push(t.name.clone());
+        }
+    }
+    starts
+}
+
+fn plan_recycles(shared: &Shared, st: &mut State) -> Vec<(ProjectId, TemplateName)> {
+    if shared.provisioner.is_none() || shared.is_stopping() {
+        return Vec::new();
+    }
+    let done: Vec<(ProjectId, TemplateName)> = st
+        .pool
+        .records()
+        .filter(|r| matches!(r.state.kind(), StateKind::Archived | StateKind::Quarantined))
+        .filter(|r| r.version <= st.pool.saved_version() && !st.recycling.contains(&r.id))
+        .map(|r| (r.id.clone(), r.template.clone()))
+        .collect();
+    for (id, _) in &done {
+        st.recycling.insert(id.clone());
+    }
+    done
+}
+
+/// Provisions one project of `template`; on success it joins the pool reserved by this
+/// manager. With `caller`, its id is sent there (the caller provisioned cold).
+pub(crate) async fn provision(
+    shared: Arc<Shared>,
+    template: TemplateName,
+    caller: Option<oneshot::Sender<Result<ProjectId, String>>>,
+) {
+    let outcome = run_provisioner(&shared, &template).await;
+    let reply = match outcome {
+        Ok(p) => joined(&shared, &template, p).map_err(|e| e.to_string()),
+        Err(reason) => Err(failed(&shared, &template, reason)),
+    };
+    if let Some(tx) = caller {
+        let _ = tx.send(reply);
+    }
+    shared.maintain.notify_one();
+}
+
+async fn run_provisioner(shared: &Shared, template: &TemplateName) -> Result<Provisioned, String> {
+    let Some(p) = shared.provisioner.clone() else {
+        return Err("no provisioner configured".into());
+    };
+    let limit = shared.config.provision_timeout;
+    let provisioned = match tokio::time::timeout(limit, p.provision(template)).await {
+        Ok(Ok(provisioned)) => provisioned,
+        Ok(Err(e)) => return Err(e.0),
+        Err(_) => return Err(format!("provisioning took longer than {limit:?}")),
+    };
+    if let Some(cache) = &shared.cache {
+        let id = provisioned.id.clone();
+        if let Err(e) = cache.insert(&id, provisioned.metadata.clone()).await {
+            return Err(format!("storing metadata of {id} failed: {e}"));
+        }
+    }
+    Ok(provisioned)
+}
+
+/// Adds a provisioned project to the pool, reserved by this manager.
+fn joined(
+    shared: &Shared,
+    template: &TemplateName,
+    p: Provisioned,
+) -> Result<ProjectId, ManagerError> {
+    let mut guard = shared.lock();
+    let st = &mut *guard;
+    let tp = st.provisioning.of(template);
+    tp.in_flight = tp.in_flight.saturating_sub(1);
+    tp.failures_in_row = 0;
+    tp.next_attempt = None;
+    if tp.circuit == Circuit::Open {
+        info!(template = %template, "provisioning succeeded again; circuit closed");
+    }
+    tp.circuit = Circuit::Closed;
+    let before = st.pool.version();
+    let now = shared.now();
+    st.pool.add_available(p.id.clone(), template.clone(), now)?;
+    st.pool.reserve_project(&shared.owner, &p.id, now)?;
+    shared.changed(st, before);
+    info!(project_id = %p.id, template = %template, "project provisioned");
+    Ok(p.id)
+}
+
+/// Books a failed provision: backoff, and the circuit after too many in a row.
+fn failed(shared: &Shared, template: &TemplateName, reason: String) -> String {
+    bump(&shared.metrics.provisions_failed);
+    let mut st = shared.lock();
+    let tp = st.provisioning.of(template);
+    tp.in_flight = tp.in_flight.saturating_sub(1);
+    tp.failures_in_row += 1;
+    let failures = tp.failures_in_row;
+    let mut pause = shared.config.provision_retry.delay(failures);
+    if failures >= shared.config.circuit_threshold {
+        if tp.circuit == Circuit::Closed {
+            warn!(template = %template, failures, "provisioning keeps failing; circuit opened");
+        }
+        tp.circuit = Circuit::Open;
+        pause = shared.config.circuit_open_for;
+    }
+    tp.next_attempt = Some(Instant::now() + pause);
+    warn!(template = %template, failures, retry_in_ms = pause.as_millis() as u64, reason = %reason, "provisioning failed");
+    reason
+}
+
+/// Provisions a project for one caller (the cold path) and returns its id once it has
+/// joined the pool, reserved by this manager.
+pub(crate) async fn provision_for_caller(
+    shared: &Arc<Shared>,
+    template: &TemplateName,
+) -> Result<ProjectId, ManagerError> {
+    if shared.provisioner.is_none() {
+        return Err(ManagerError::PoolEmpty {
+            template: template.clone(),
+        });
+    }
+    shared.lock().provisioning.of(template).in_flight += 1;
+    bump(&shared.metrics.provisions_started);
+    let (tx, rx) = oneshot::channel();
+    shared.spawn(provision(shared.clone(), template.clone(), Some(tx)));
+    match rx.await {
+        Ok(Ok(id)) => Ok(id),
+        Ok(Err(reason)) => Err(ManagerError::Provision {
+            template: template.clone(),
+            reason,
+        }),
+        Err(_) => Err(ManagerError::ShuttingDown),
+    }
+}
+
+/// Destroys or resets a project that is never handed out again, then forgets it.
+async fn recycle(shared: Arc<Shared>, id: ProjectId, template: TemplateName) {
+    let Some(p) = shared.provisioner.clone() else {
+        return;
+    };
+    let result = p.recycle(&id, &template).await;
+    if let Err(e) = &result {
+        warn!(project_id = %id, error = %e, "recycling a project failed; will retry");
+    } else if let Some(cache) = &shared.cache {
+        if let Err(e) = cache.remove(&id).await {
+            warn!(project_id = %id, error = %e, "deleting a recycled project's metadata failed");
+        }
+    }
+    let mut st = shared.lock();
+    st.recycling.remove(&id);
+    if result.is_ok() {
+        let before = st.pool.version();
+        let terminal = st
+            .pool
+            .get(&id)
+            .is_some_and(|r| !matches!(r.state, ProjectState::Available));
+        if terminal && st.pool.remove(&id).is_ok() {
+            info!(project_id = %id, "project recycled and removed from the pool");
+        }
+        shared.changed(&mut st, before);
+    }
+}

@@ -1,0 +1,246 @@
+//! State shared by the manager's handles and its background tasks.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use pool_core::{AllocationToken, OwnerId, Pool, ProjectId, Timestamp};
+use pool_storage::{PoolStore, Revision};
+use rand::Rng;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::error;
+
+use crate::cache::MetadataCache;
+use crate::clock::Clock;
+use crate::config::ManagerConfig;
+use crate::error::ManagerError;
+use crate::metrics::Metrics;
+use crate::provision::{Provisioner, Provisioning};
+use crate::waiters::Waiters;
+
+/// How well the manager is keeping its state stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Health {
+    /// Saves succeed.
+    Healthy,
+    /// Saves are failing or some changes could not be stored; hand-outs go on.
+    Degraded {
+        /// The latest reason.
+        reason: String,
+    },
+    /// Another manager took this one's projects; it hands nothing out.
+    Halted {
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// What the saver publishes after every save: the highest version stored, and whether
+/// the saver has stopped for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Durable {
+    pub(crate) saved: u64,
+    pub(crate) closed: bool,
+}
+
+pub(crate) struct State {
+    pub(crate) pool: Pool,
+    /// The revision of the stored pool, `None` before the first create.
+    pub(crate) revision: Option<Revision>,
+    /// The pool version the store holds.
+    pub(crate) stored_version: u64,
+    pub(crate) last_save: Option<Instant>,
+    pub(crate) unsaved_since: Option<Instant>,
+    /// A caller waits for the next save: skip the gathering delay.
+    pub(crate) urgent: bool,
+    pub(crate) failing: Option<String>,
+    /// Projects whose change could not be stored, with the version of that change.
+    pub(crate) poisoned: BTreeMap<ProjectId, u64>,
+    pub(crate) halted: Option<String>,
+    pub(crate) waiters: Waiters,
+    pub(crate) provisioning: Provisioning,
+    /// Projects being destroyed or reset by the provisioner.
+    pub(crate) recycling: HashSet<ProjectId>,
+}
+
+impl State {
+    pub(crate) fn health(&self) -> Health {
+        if let Some(reason) = &self.halted {
+            return Health::Halted {
+                reason: reason.clone(),
+            };
+        }
+        if let Some(reason) = &self.failing {
+            return Health::Degraded {
+                reason: reason.clone(),
+            };
+        }
+        if !self.poisoned.is_empty() {
+            let reason = format!(
+                "{} project change(s) could not be stored",
+                self.poisoned.len()
+            );
+            return Health::Degraded { reason };
+        }
+        Health::Healthy
+    }
+
+    /// Changes made since the store last took a save.
+    pub(crate) fn unsaved(&self) -> u64 {
+        self.pool
+            .version()
+            .saturating_sub(self.pool.saved_version())
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn PoolStore>,
+    pub(crate) config: ManagerConfig,
+    pub(crate) owner: OwnerId,
+    pub(crate) clock: Clock,
+    pub(crate) incremental: bool,
+    pub(crate) state: Mutex<State>,
+    pub(crate) metrics: Metrics,
+    /// Wakes the saver: there is something to save, or it should stop.
+    pub(crate) wake: Notify,
+    pub(crate) durable: watch::Sender<Durable>,
+    /// At most one save in flight, whether the saver or an inline fallback runs it.
+    pub(crate) save_lock: tokio::sync::Mutex<()>,
+    pub(crate) saver_running: AtomicBool,
+    pub(crate) stopping: AtomicBool,
+    /// Wakes the maintainer: something changed that it may act on.
+    pub(crate) maintain: Notify,
+    /// Every background task but the saver: the maintainer, provisions, recycles.
+    pub(crate) tasks: Mutex<JoinSet<()>>,
+    pub(crate) provisioner: Option<Arc<dyn Provisioner>>,
+    pub(crate) cache: Option<MetadataCache>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Notes that `state` changed; wakes the saver if it did.
+    pub(crate) fn changed(&self, state: &mut State, before: u64) {
+        if state.pool.version() != before {
+            state.unsaved_since.get_or_insert_with(Instant::now);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Waits until everything up to `version` is stored. Asks the saver to skip its
+    /// gathering delay, so callers waiting together share the next write.
+    pub(crate) async fn wait_saved(&self, version: u64) -> Result<(), ManagerError> {
+        let mut rx = self.durable.subscribe();
+        if rx.borrow().saved >= version {
+            return Ok(());
+        }
+        self.lock().urgent = true;
+        self.wake.notify_one();
+        let seen = rx.wait_for(|d| d.saved >= version || d.closed).await;
+        match seen.map(|d| *d) {
+            Ok(d) if d.saved >= version => Ok(()),
+            _ => Err(ManagerError::ShuttingDown),
+        }
+    }
+
+    /// How long the oldest unsaved change has waited.
+    pub(crate) fn unsaved_age(state: &State) -> Duration {
+        state.unsaved_since.map(|t| t.elapsed()).unwrap_or_default()
+    }
+}
+
+impl Shared {
+    pub(crate) fn lock_tasks(&self) -> MutexGuard<'_, JoinSet<()>> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `task` as a background task owned by the manager.
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.lock_tasks();
+        while let Some(done) = tasks.try_join_next() {
+            report_task_end(done);
+        }
+        tasks.spawn(task);
+    }
+
+    /// Waits for every background task but the saver to end.
+    pub(crate) async fn join_tasks(&self) {
+        loop {
+            let mut tasks = std::mem::take(&mut *self.lock_tasks());
+            if tasks.is_empty() {
+                return;
+            }
+            while let Some(done) = tasks.join_next().await {
+                report_task_end(done);
+            }
+        }
+    }
+
+    /// Hands durably reserved projects to waiting callers, oldest first.
+    pub(crate) fn serve_waiters(&self, st: &mut State) {
+        let before = st.pool.version();
+        for template in st.waiters.templates() {
+            loop {
+                let saved = st.pool.saved_version();
+                let Some(id) = st
+                    .pool
+                    .first_reserved(&self.owner, &template, saved)
+                    .cloned()
+                else {
+                    break;
+                };
+                let Some(w) = st.waiters.pop(&template) else {
+                    break;
+                };
+                if let Some(a) = st.pool.holder_of(&w.conversation) {
+                    let _ = w.tx.send(a);
+                    continue;
+                }
+                let token = AllocationToken::from_u64(rand::rng().random());
+                let (now, lease) = (self.now(), self.config.allocation_lease);
+                match st
+                    .pool
+                    .allocate_project(&self.owner, &w.conversation, &id, token, now, lease)
+                {
+                    Ok(a) => {
+                        if let Err(a) = w.tx.send(a) {
+                            let _ = st.pool.return_undelivered(&a.project, a.token, now);
+                        }
+                    }
+                    Err(e) => {
+                        error!(project_id = %id, error = %e, "could not serve a waiting caller");
+                        st.waiters.unpop(&template, w);
+                        break;
+                    }
+                }
+            }
+        }
+        self.changed(st, before);
+    }
+}
+
+fn report_task_end(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        if e.is_panic() {
+            error!(error = %e, "background task panicked");
+        }
+    }
+}
