@@ -12,12 +12,16 @@ mod probe;
 mod supervised;
 
 use std::hash::BuildHasher;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use supervised::Supervised;
+
+/// Log folders are named `<prefix><pid>-<run id>` in the temporary folder.
+const LOG_DIR_PREFIX: &str = "pool-emulators-";
 
 /// How long an emulator may take from start to its first HTTP answer.
 const START_LIMIT: Duration = Duration::from_secs(90);
@@ -42,7 +46,9 @@ impl Emulators {
             started.elapsed().as_secs_f64()
         );
 
-        let logs = std::env::temp_dir().join(format!("pool-emulators-{}", run_id()));
+        remove_stale_log_dirs(&std::env::temp_dir());
+        let logs =
+            std::env::temp_dir().join(format!("{LOG_DIR_PREFIX}{}-{}", process::id(), run_id()));
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
         let mut emulators = Self {
             processes: Vec::new(),
@@ -104,9 +110,30 @@ impl Drop for Emulators {
     }
 }
 
+/// Removes the log folders of xtask runs that were killed before they could clean up
+/// (their process no longer exists).
+fn remove_stale_log_dirs(temp: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(owner) = name
+            .strip_prefix(LOG_DIR_PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(owner.0).exists();
+        if owner.0.parse::<u32>().is_ok() && !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Sixteen random hex digits, distinct for every call.
 fn run_id() -> String {
-    let seed = (std::process::id(), std::time::SystemTime::now());
+    let seed = (process::id(), std::time::SystemTime::now());
     format!(
         "{:016x}",
         std::collections::hash_map::RandomState::new().hash_one(seed)
@@ -128,5 +155,21 @@ mod tests {
         );
         assert_ne!(first, run_id());
         assert!(format!("pooltest-{first}").len() <= 63);
+    }
+
+    #[test]
+    fn only_log_folders_of_dead_runs_are_removed() {
+        let temp = std::env::temp_dir().join(format!("xtask-stale-{}", process::id()));
+        let dead = temp.join(format!("{LOG_DIR_PREFIX}999999999-abc"));
+        let alive = temp.join(format!("{LOG_DIR_PREFIX}{}-abc", process::id()));
+        let other = temp.join("pool-emulators-notapid");
+        for dir in [&dead, &alive, &other] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        remove_stale_log_dirs(&temp);
+        assert!(!dead.exists());
+        assert!(alive.exists());
+        assert!(other.exists());
+        std::fs::remove_dir_all(temp).unwrap();
     }
 }
