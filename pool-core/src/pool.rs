@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::changelog::ChangeLog;
 use crate::error::PoolError;
 use crate::ids::{AllocationToken, ConversationId, OwnerId, ProjectId, TemplateName};
 use crate::index::Indexes;
@@ -47,7 +48,7 @@ pub struct Pool {
     pub(crate) owners: BTreeMap<OwnerId, OwnerLease>,
     pub(crate) idx: Indexes,
     /// `(version, project)` of every record and tombstone, for "what changed since".
-    pub(crate) changes: BTreeSet<(u64, ProjectId)>,
+    pub(crate) changes: ChangeLog,
     /// Projects removed from the pool, with the version of their removal.
     pub(crate) tombstones: HashMap<ProjectId, u64>,
     /// Projects added since the last version marked saved, with the version of their
@@ -593,7 +594,7 @@ impl Pool {
     pub fn changes_since(&self, since: u64) -> (Vec<ProjectRecord>, Vec<ProjectId>) {
         let mut changed = Vec::new();
         let mut removed = Vec::new();
-        for (_, id) in self.changes.range((since + 1, first_id())..) {
+        for (_, id) in self.changes.since(since) {
             match self.projects.get(id) {
                 Some(rec) => changed.push(rec.clone()),
                 None => removed.push(id.clone()),
@@ -604,9 +605,7 @@ impl Pool {
 
     /// How many projects changed after the last version marked saved.
     pub fn unsaved_changes(&self) -> usize {
-        self.changes
-            .range((self.saved_version + 1, first_id())..)
-            .count()
+        self.changes.unsaved()
     }
 
     /// Records that everything up to `version` is stored; forgets older tombstones.
@@ -615,6 +614,7 @@ impl Pool {
             return;
         }
         self.saved_version = version;
+        self.changes.set_saved(version);
         self.added.retain(|_, v| *v > version);
         let old: Vec<(u64, ProjectId)> = self
             .tombstones

@@ -183,6 +183,7 @@ impl Pool {
             )));
         }
         pool.owners = snapshot.owners;
+        pool.changes.set_saved(version);
         pool.idx = Indexes::build(pool.projects.values());
         Ok(pool)
     }

@@ -362,7 +362,7 @@ impl PoolManager {
         if let Some(a) = st.pool.holder_of(conversation) {
             return Ok(Step::Done(a, 0));
         }
-        if st.unsaved() >= sh.config.max_unsaved as u64
+        if st.unsaved_changes() >= sh.config.max_unsaved as u64
             || Shared::unsaved_age(&st) >= sh.config.max_unsaved_age
         {
             bump(&sh.metrics.backpressure_waits);
@@ -609,7 +609,7 @@ impl PoolManager {
             owner: sh.owner.clone(),
             version: st.pool.version(),
             saved_version: st.pool.saved_version(),
-            unsaved_changes: st.unsaved(),
+            unsaved_changes: st.unsaved_changes(),
             last_save_age: st.last_save.map(|t| t.elapsed()),
             health: st.health(),
             templates,

@@ -89,11 +89,17 @@ impl State {
         Health::Healthy
     }
 
-    /// Changes made since the store last took a save.
+    /// Versions made since the store last took a save: non-zero means there is
+    /// something to write, if only a lease renewal.
     pub(crate) fn unsaved(&self) -> u64 {
         self.pool
             .version()
             .saturating_sub(self.pool.saved_version())
+    }
+
+    /// Projects whose latest change is not stored: what a crash now could lose.
+    pub(crate) fn unsaved_changes(&self) -> u64 {
+        self.pool.unsaved_changes() as u64
     }
 }
 

@@ -54,7 +54,11 @@ async fn the_same_conversation_asking_100_times_gets_one_project_and_token() {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..100 {
         let m = m.clone();
-        tasks.spawn(async move { m.allocate(&conv(7), &template(), OnEmpty::Fail).await.unwrap() });
+        tasks.spawn(async move {
+            m.allocate(&conv(7), &template(), OnEmpty::Fail)
+                .await
+                .unwrap()
+        });
     }
     let mut got = HashSet::new();
     let mut repeats = 0;
@@ -86,7 +90,11 @@ async fn cancelled_allocations_leave_no_half_allocated_project() {
     let mut answered = Vec::new();
     for i in 0..1_000 {
         let limit = Duration::from_micros(rng.random_range(0..=2_000));
-        let on_empty = if i % 2 == 0 { OnEmpty::Wait(Duration::from_millis(3)) } else { OnEmpty::Fail };
+        let on_empty = if i % 2 == 0 {
+            OnEmpty::Wait(Duration::from_millis(3))
+        } else {
+            OnEmpty::Fail
+        };
         let (c, t) = (conv(i), template());
         let call = m.allocate(&c, &t, on_empty);
         if let Ok(Ok(a)) = tokio::time::timeout(limit, call).await {
@@ -98,11 +106,19 @@ async fn cancelled_allocations_leave_no_half_allocated_project() {
     check(&snap);
     let s = states(&snap);
     let count = |k: &str| s.get(k).copied().unwrap_or(0);
-    assert_eq!(count("available") + count("reserved") + count("allocated"), 5, "{s:?}");
+    assert_eq!(
+        count("available") + count("reserved") + count("allocated"),
+        5,
+        "{s:?}"
+    );
     let held = holders(&snap);
     assert_eq!(held.len(), count("allocated"));
     for (c, p) in &answered {
-        assert_eq!(held.get(c), Some(p), "answered allocation of {c} is not stored");
+        assert_eq!(
+            held.get(c),
+            Some(p),
+            "answered allocation of {c} is not stored"
+        );
     }
 }
 
@@ -116,16 +132,27 @@ async fn saves_never_go_back_over_1000_latency_seeds() {
         let m = manager_with(&store, config(3), 3).await;
         reserved(&m, 3).await;
         store.seed(seed);
-        store.script_latency(Op::Save, [Duration::from_millis(300), Duration::from_millis(10)]);
-        store.set_latency(Op::Save, Latency::Uniform(Duration::ZERO, Duration::from_millis(300)));
+        store.script_latency(
+            Op::Save,
+            [Duration::from_millis(300), Duration::from_millis(10)],
+        );
+        store.set_latency(
+            Op::Save,
+            Latency::Uniform(Duration::ZERO, Duration::from_millis(300)),
+        );
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for i in 0..3 {
-            m.allocate(&conv(i), &template(), OnEmpty::Fail).await.unwrap();
+            m.allocate(&conv(i), &template(), OnEmpty::Fail)
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
         }
         m.flush().await.unwrap();
         let versions = store.saved_versions();
-        assert!(versions.windows(2).all(|w| w[0] < w[1]), "seed {seed}: {versions:?}");
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "seed {seed}: {versions:?}"
+        );
         let snap = stored(&store).await;
         assert_eq!(snap.pool_version, m.status().version, "seed {seed}");
         assert_eq!(holders(&snap).len(), 3, "seed {seed}");
@@ -157,6 +184,9 @@ async fn ten_thousand_dropped_request_futures_are_all_stored() {
         assert_eq!(held[&c], p);
     }
     let writes = store.counters().saves_succeeded;
-    assert!(writes < 10_000, "{writes} writes for 10,000 hand-outs: not coalesced");
+    assert!(
+        writes < 10_000,
+        "{writes} writes for 10,000 hand-outs: not coalesced"
+    );
     assert!(store.load().await.unwrap().is_some());
 }

@@ -18,7 +18,9 @@ pub fn template() -> TemplateName {
 }
 
 pub fn ids(prefix: &str, n: usize) -> Vec<ProjectId> {
-    (0..n).map(|i| ProjectId::new(format!("{prefix}-{i}-00000")).unwrap()).collect()
+    (0..n)
+        .map(|i| ProjectId::new(format!("{prefix}-{i}-00000")).unwrap())
+        .collect()
 }
 
 /// A configuration serving `default`, keeping `reserve` projects reserved.
@@ -34,11 +36,19 @@ pub fn config(reserve: usize) -> ManagerConfig {
 
 /// A manager over `store` with `n` projects added and `reserve` of them reserved.
 pub async fn manager_with(store: &MemoryStore, cfg: ManagerConfig, n: usize) -> PoolManager {
-    let m = PoolManager::builder(Arc::new(store.clone())).config(cfg).start().await.unwrap();
+    let m = PoolManager::builder(Arc::new(store.clone()))
+        .config(cfg)
+        .start()
+        .await
+        .unwrap();
     if n > 0 {
         m.add_projects(&template(), ids("p", n)).await.unwrap();
     }
-    let want = m.status().templates.get(&template()).map_or(0, |t| t.counts.total());
+    let want = m
+        .status()
+        .templates
+        .get(&template())
+        .map_or(0, |t| t.counts.total());
     assert_eq!(want, n);
     m
 }
@@ -47,7 +57,10 @@ pub async fn manager_with(store: &MemoryStore, cfg: ManagerConfig, n: usize) -> 
 pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not reached within {limit:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
