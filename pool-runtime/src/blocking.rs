@@ -81,6 +81,15 @@ impl BlockingPoolManager {
         )
     }
 
+    /// See [`PoolManager::add_projects`].
+    pub fn add_projects(
+        &self,
+        template: &TemplateName,
+        ids: Vec<ProjectId>,
+    ) -> Result<(), ManagerError> {
+        run(self.rt(), self.manager.add_projects(template, ids))
+    }
+
     /// See [`PoolManager::mark_active`].
     pub fn mark_active(
         &self,

@@ -1,0 +1,94 @@
+//! The metadata cache: one load per miss however many readers, TTL, cancellation.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pool_core::ProjectId;
+use pool_runtime::PoolManager;
+use pool_storage::{Latency, MemoryStore, MetadataStore, Op};
+use serde_json::json;
+use support::*;
+
+async fn with_metadata(store: &MemoryStore, ttl: Duration) -> PoolManager {
+    PoolManager::builder(Arc::new(store.clone()))
+        .config(config(1))
+        .metadata(Arc::new(store.clone()), ttl, 100)
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn read_50(m: &PoolManager, id: &ProjectId) -> Vec<serde_json::Value> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (m, id) = (m.clone(), id.clone());
+        tasks.spawn(async move { (*m.metadata(&id).await.unwrap()).clone() });
+    }
+    let mut values = Vec::new();
+    while let Some(v) = tasks.join_next().await {
+        values.push(v.unwrap());
+    }
+    values
+}
+
+/// 50 concurrent cold reads, then 50 again at the TTL boundary, each load taking
+/// 100 ms: exactly two loads, and every reader sees the same value.
+#[tokio::test(start_paused = true)]
+async fn concurrent_misses_cause_one_load_each_ttl() {
+    let store = MemoryStore::new();
+    let id = ProjectId::new("horizon-617-9ca82").unwrap();
+    let doc = json!({"backend": "https://example.invalid/horizon-617-9ca82"});
+    store.put_metadata(&id, &doc, None).await.unwrap();
+    store.set_latency(Op::GetMetadata, Latency::Fixed(Duration::from_millis(100)));
+    let m = with_metadata(&store, Duration::from_secs(30)).await;
+    let first = read_50(&m, &id).await;
+    assert!(first.iter().all(|v| v == &doc));
+    assert_eq!(store.counters().metadata_gets, 1);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    read_50(&m, &id).await;
+    assert_eq!(
+        store.counters().metadata_gets,
+        1,
+        "fresh entries are served from the cache"
+    );
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let second = read_50(&m, &id).await;
+    assert!(second.iter().all(|v| v == &doc));
+    assert_eq!(store.counters().metadata_gets, 2);
+    let metrics = m.metrics();
+    assert_eq!(metrics.metadata_loads, 2);
+    assert!(metrics.cache_hits >= 50);
+}
+
+/// A read cancelled 100 times in the middle of its load leaves the pool unchanged and
+/// the cache usable.
+#[tokio::test(start_paused = true)]
+async fn cancelled_reads_change_nothing() {
+    let store = MemoryStore::new();
+    let id = ProjectId::new("p-1-00000").unwrap();
+    store
+        .put_metadata(&id, &json!({"n": 1}), None)
+        .await
+        .unwrap();
+    store.set_latency(Op::GetMetadata, Latency::Fixed(Duration::from_millis(100)));
+    let m = with_metadata(&store, Duration::from_secs(30)).await;
+    m.flush().await.unwrap();
+    let before = m.pool_snapshot();
+    for _ in 0..100 {
+        let read = m.metadata(&id);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), read)
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(m.pool_snapshot(), before);
+    assert_eq!(*m.metadata(&id).await.unwrap(), json!({"n": 1}));
+    let missing = m
+        .metadata(&ProjectId::new("nobody-1-00000").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), "no_metadata");
+}

@@ -1,0 +1,172 @@
+//! A manager that dies without shutting down, and several managers on one store.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pool_core::{ConversationId, OwnerId, ProjectState};
+use pool_runtime::{ManagerConfig, OnEmpty, PoolManager};
+use pool_storage::{Latency, MemoryStore, Op};
+use support::*;
+
+fn conv(i: usize) -> ConversationId {
+    ConversationId::new(format!("conv-{i}")).unwrap()
+}
+
+fn owned(name: &str, reserve: usize) -> ManagerConfig {
+    let mut cfg = config(reserve);
+    cfg.owner = Some(OwnerId::new(name).unwrap());
+    cfg.owner_lease = Duration::from_secs(30);
+    cfg.heartbeat_interval = Duration::from_secs(5);
+    cfg
+}
+
+/// Manager A hands out 3 projects whose saves finish and 5 whose saves never do, then
+/// dies. Manager B on the same store returns the 3 unchanged, quarantines A's unused and
+/// unsaved reservations once A's lease runs out, and gives the 5 fresh projects.
+#[tokio::test(start_paused = true)]
+async fn a_dead_managers_unsaved_hand_outs_are_quarantined_not_reissued() {
+    let store = MemoryStore::new();
+    let a = manager_with(&store, owned("manager-a", 10), 20).await;
+    reserved(&a, 10).await;
+    let mut stored_handouts = HashMap::new();
+    for i in 0..3 {
+        let got = a
+            .allocate(&conv(i), &template(), OnEmpty::Fail)
+            .await
+            .unwrap();
+        stored_handouts.insert(i, got.project);
+    }
+    a.flush().await.unwrap();
+    store.set_latency(Op::Save, Latency::Fixed(Duration::from_secs(3600)));
+    let mut lost_handouts = HashMap::new();
+    for i in 3..8 {
+        let got = a
+            .allocate(&conv(i), &template(), OnEmpty::Fail)
+            .await
+            .unwrap();
+        lost_handouts.insert(i, got.project);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(a);
+    store.clear_faults();
+
+    let b = PoolManager::builder(Arc::new(store.clone()))
+        .config(owned("manager-b", 5))
+        .start();
+    let b = b.await.unwrap();
+    for (i, p) in &stored_handouts {
+        let again = b
+            .allocate(&conv(*i), &template(), OnEmpty::Fail)
+            .await
+            .unwrap();
+        assert_eq!(&again.project, p);
+        assert!(again.repeat);
+    }
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(b.metrics().quarantined, 7);
+    for (i, old) in &lost_handouts {
+        let fresh = b
+            .allocate(&conv(*i), &template(), OnEmpty::Fail)
+            .await
+            .unwrap();
+        assert_ne!(&fresh.project, old);
+        assert!(fresh.warm && !fresh.repeat);
+    }
+    b.flush().await.unwrap();
+    let snap = stored(&store).await;
+    check(&snap);
+    holders(&snap);
+    for old in lost_handouts.values() {
+        let rec = snap.projects.iter().find(|r| &r.id == old).unwrap();
+        assert!(
+            matches!(rec.state, ProjectState::Quarantined { .. }),
+            "{old}: {:?}",
+            rec.state
+        );
+    }
+    assert!(
+        !snap
+            .owners
+            .contains_key(&OwnerId::new("manager-a").unwrap())
+    );
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Two managers share one store and allocate 400 conversations between them: their
+/// conditional saves conflict and are rebased, every hand-out is stored, and no
+/// project is held twice.
+#[tokio::test(start_paused = true)]
+async fn two_managers_on_one_store_never_hand_out_a_project_twice() {
+    let store = MemoryStore::new();
+    store.set_latency(
+        Op::Save,
+        Latency::Uniform(Duration::from_millis(1), Duration::from_millis(8)),
+    );
+    let a = manager_with(&store, owned("manager-a", 150), 400).await;
+    let b = PoolManager::builder(Arc::new(store.clone()))
+        .config(owned("manager-b", 150))
+        .start();
+    let b = b.await.unwrap();
+    reserved(&a, 150).await;
+    reserved(&b, 150).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..400 {
+        let m = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.spawn(async move {
+            let r = m
+                .allocate(&conv(i), &template(), OnEmpty::Wait(Duration::from_secs(5)))
+                .await;
+            (i, r.map(|a| a.project))
+        });
+    }
+    let mut answered = HashMap::new();
+    while let Some(r) = tasks.join_next().await {
+        let (i, r) = r.unwrap();
+        if let Ok(p) = r {
+            answered.insert(conv(i).to_string(), p);
+        }
+    }
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+    let snap = stored(&store).await;
+    check(&snap);
+    let held = holders(&snap);
+    for (c, p) in &answered {
+        assert_eq!(held.get(c), Some(p), "{c}");
+    }
+    assert!(
+        answered.len() >= 300,
+        "only {} of 400 served",
+        answered.len()
+    );
+    let conflicts = a.metrics().conflicts + b.metrics().conflicts;
+    assert!(conflicts > 0, "two writers never conflicted");
+    assert_eq!(a.status().health, pool_runtime::Health::Healthy);
+    assert_eq!(b.status().health, pool_runtime::Health::Healthy);
+}
+
+/// Two managers creating the pool at the same moment: one creates, the other adopts.
+#[tokio::test(start_paused = true)]
+async fn two_managers_starting_together_share_one_pool() {
+    let store = MemoryStore::new();
+    store.set_latency(Op::Save, Latency::Fixed(Duration::from_millis(10)));
+    let sa = Arc::new(store.clone());
+    let sb = Arc::new(store.clone());
+    let (a, b) = tokio::join!(
+        PoolManager::builder(sa)
+            .config(owned("manager-a", 1))
+            .start(),
+        PoolManager::builder(sb)
+            .config(owned("manager-b", 1))
+            .start(),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+    let snap = stored(&store).await;
+    assert_eq!(snap.owners.len(), 2, "{:?}", snap.owners);
+    assert_eq!(store.counters().saves_conflicted >= 1, true);
+}
