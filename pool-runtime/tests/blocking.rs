@@ -1,4 +1,8 @@
 //! The blocking facade, from a plain thread and from inside a runtime.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
 
 mod support;
 

@@ -1,4 +1,8 @@
 //! Hand-outs under concurrency, repetition and cancellation.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
 
 mod support;
 

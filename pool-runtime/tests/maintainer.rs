@@ -1,4 +1,8 @@
 //! Keeping the pool warm: replenishment, failing provisioners, waiting callers, leases.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
 
 mod support;
 

@@ -1,4 +1,8 @@
 //! The metadata cache: one load per miss however many readers, TTL, cancellation.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
 
 mod support;
 

@@ -1,4 +1,8 @@
 //! A manager that dies without shutting down, and several managers on one store.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
 
 mod support;
 
@@ -168,5 +172,8 @@ async fn two_managers_starting_together_share_one_pool() {
     b.flush().await.unwrap();
     let snap = stored(&store).await;
     assert_eq!(snap.owners.len(), 2, "{:?}", snap.owners);
-    assert_eq!(store.counters().saves_conflicted >= 1, true);
+    assert!(
+        store.counters().saves_conflicted >= 1,
+        "the second create must have conflicted"
+    );
 }

@@ -1,4 +1,8 @@
 //! The saver under failing and slow stores, and shutdown.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test"
+)]
 
 mod support;
 

@@ -1,5 +1,5 @@
 //! Helpers shared by the runtime's scenario tests.
-#![allow(dead_code, unreachable_pub, missing_docs)] // each test file uses a different part
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)] // each test file uses a different part
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
