@@ -1,0 +1,152 @@
+//! `pool status`, `pool export` and `pool import`: reading and migrating any store.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use pool_core::{Pool, PoolSnapshot};
+use pool_storage::{PoolWrite, Precondition};
+
+use crate::stores::{self, StoreArgs};
+
+/// `pool status` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// The store to read.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `pool export` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// The store to read.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// `pool import` options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImportArgs {
+    /// The snapshot file written by `pool export`.
+    pub file: PathBuf,
+    /// The store to write.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Replace a pool that is already stored there.
+    #[arg(long)]
+    pub force: bool,
+}
+
+async fn load(args: &StoreArgs) -> anyhow::Result<PoolSnapshot> {
+    let backend = stores::open(args.url(), args).await?;
+    let loaded = backend
+        .pool
+        .load()
+        .await
+        .with_context(|| format!("loading {}", args.url()))?;
+    let Some(v) = loaded else {
+        bail!("no pool is stored at {}", args.url())
+    };
+    Ok(v.value)
+}
+
+/// Prints counts per state and template.
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let snapshot = load(&args.store).await?;
+    let pool = Pool::from_snapshot(snapshot.clone())?;
+    if args.json {
+        let out = serde_json::json!({
+            "version": pool.version(),
+            "projects": pool.len(),
+            "owners": snapshot.owners,
+            "templates": pool.counts_by_template(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "store {}  version {}  projects {}  owners {}",
+        args.store.url(),
+        pool.version(),
+        pool.len(),
+        snapshot.owners.len()
+    );
+    print!("{:<20}", "template");
+    for kind in pool_core::ALL_KINDS {
+        print!(" {:>12}", kind.to_string());
+    }
+    println!();
+    for (template, counts) in pool.counts_by_template() {
+        print!("{:<20}", template.as_str());
+        for kind in pool_core::ALL_KINDS {
+            print!(" {:>12}", counts.get(kind));
+        }
+        println!();
+    }
+    Ok(())
+}
+
+/// Writes the stored pool as a JSON snapshot.
+pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let snapshot = load(&args.store).await?;
+    let bytes = snapshot.to_json_pretty();
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => println!("{}", String::from_utf8_lossy(&bytes)),
+    }
+    eprintln!(
+        "exported {} projects at version {}",
+        snapshot.projects.len(),
+        snapshot.pool_version
+    );
+    Ok(())
+}
+
+/// Stores a snapshot into an empty store (or over a stored pool with `--force`).
+pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let mut snapshot = PoolSnapshot::from_json(&bytes)
+        .with_context(|| format!("{} is not a pool snapshot", args.file.display()))?;
+    Pool::from_snapshot(snapshot.clone())
+        .with_context(|| format!("{} is not a consistent pool", args.file.display()))?;
+    let backend = stores::open(args.store.url(), &args.store).await?;
+    let existing = backend
+        .pool
+        .load()
+        .await
+        .with_context(|| format!("loading {}", args.store.url()))?;
+    let precondition = match existing {
+        None => Precondition::CreateOnly,
+        Some(v) if args.force => {
+            snapshot.pool_version = snapshot.pool_version.max(v.value.pool_version + 1);
+            Precondition::Matches(v.revision)
+        }
+        Some(v) => bail!(
+            "{} already holds a pool ({} projects, version {}); pass --force to replace it",
+            args.store.url(),
+            v.value.projects.len(),
+            v.value.pool_version
+        ),
+    };
+    let count = snapshot.projects.len();
+    let version = snapshot.pool_version;
+    backend
+        .pool
+        .save(&PoolWrite::Full(snapshot), &precondition)
+        .await
+        .with_context(|| format!("writing {}", args.store.url()))?;
+    eprintln!(
+        "imported {count} projects at version {version} into {}",
+        args.store.url()
+    );
+    Ok(())
+}

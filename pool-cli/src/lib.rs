@@ -1,0 +1,16 @@
+//! The `pool` command: serve a warm project pool over HTTP, replay arrival traces against
+//! it, and inspect or migrate its store.
+//!
+//! The library half holds everything the binary runs, so that tests drive the same code.
+//!
+//! | feature | what it adds |
+//! | --- | --- |
+//! | `sqlite` (default) | `sqlite://PATH` stores (embedded SQLite, bundled) |
+
+pub mod admin;
+pub mod http;
+pub mod metrics;
+pub mod provisioners;
+pub mod serve;
+pub mod settings;
+pub mod stores;

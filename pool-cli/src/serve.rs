@@ -1,0 +1,90 @@
+//! `pool serve`: the pool manager behind the HTTP API, until SIGTERM or SIGINT.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use pool_runtime::PoolManager;
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+use crate::http::{AppState, router};
+use crate::metrics::Histogram;
+use crate::provisioners;
+use crate::settings::{ServeArgs, Settings};
+use crate::stores;
+
+/// Runs the service; returns when a signal asked it to stop and the pool is stored.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(&args)?;
+    let backend = stores::open(&settings.store, &settings.store_args).await?;
+    let existing = backend
+        .pool
+        .load()
+        .await
+        .with_context(|| format!("loading {}", settings.store))?;
+    let provisioner = provisioners::from_spec(
+        &settings.provisioner,
+        settings.provision_delay,
+        settings.manager.provision_timeout,
+        existing.as_ref().map(|v| &v.value),
+    )?;
+    let default_template = settings.manager.templates[0].name.clone();
+    let manager = PoolManager::builder(backend.pool.clone())
+        .config(settings.manager.clone())
+        .provisioner(provisioner)
+        .metadata(backend.metadata.clone(), settings.metadata_ttl, 100_000)
+        .start()
+        .await
+        .with_context(|| format!("starting the pool manager on {}", settings.store))?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let state = AppState {
+        manager: manager.clone(),
+        token: settings.api_token.as_deref().map(Arc::from),
+        default_template,
+        allocate_latency: Arc::new(Histogram::default()),
+    };
+    let app = router(state, settings.max_body_bytes);
+    info!(listen = %settings.listen, store = %settings.store, owner = %manager.owner(), "pool service listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal())
+        .await
+        .context("serving HTTP")?;
+    info!("stopped accepting requests; storing the pool");
+    let report = manager.shutdown(settings.shutdown_timeout).await;
+    if report.clean {
+        info!("pool stored; exiting");
+        Ok(())
+    } else {
+        error!(unsaved = ?report.unsaved, set_aside = ?report.set_aside, "some changes could not be stored");
+        anyhow::bail!(
+            "{} project change(s) could not be stored",
+            report.unsaved.len() + report.set_aside.len()
+        )
+    }
+}
+
+async fn signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => info!("interrupted"),
+        () = term => info!("terminated"),
+    }
+}
