@@ -254,7 +254,10 @@ mod tests {
                 .contains("malformed")
         );
 
-        let escaping = ExecProvisioner::new(r#"echo '{"id":"../etc"}'"#, Duration::from_secs(5));
+        let escaping = ExecProvisioner::new(
+            r#"f() { echo '{"id":"../etc"}'; }; f"#,
+            Duration::from_secs(5),
+        );
         assert!(
             escaping
                 .provision(&t)
