@@ -267,7 +267,7 @@ mod tests {
                 .contains("bad id")
         );
 
-        let slow = ExecProvisioner::new("sleep 5", Duration::from_millis(100));
+        let slow = ExecProvisioner::new("f() { sleep 5; }; f", Duration::from_millis(100));
         assert!(
             slow.provision(&t)
                 .await
