@@ -212,10 +212,26 @@ fn random_owner() -> OwnerId {
 }
 
 /// Registers this manager's lease; returns the version that makes it durable.
+///
+/// Reservations already stored under this owner id belong to an earlier run of it that
+/// did not shut down cleanly: any of them may have been handed out without the hand-out
+/// being stored, so they are quarantined rather than handed out again.
 fn register(shared: &Shared) -> u64 {
     let mut st = shared.lock();
     let before = st.pool.version();
-    let until = shared.now().saturating_add(shared.config.owner_lease);
+    let now = shared.now();
+    let stale = st.pool.quarantine_owner(
+        &shared.owner,
+        "reserved by an earlier run of this manager",
+        now,
+    );
+    if !stale.is_empty() {
+        for _ in &stale {
+            bump(&shared.metrics.quarantined);
+        }
+        warn!(owner = %shared.owner, project_ids = ?stale, "an earlier run of this manager left reservations; quarantined them");
+    }
+    let until = now.saturating_add(shared.config.owner_lease);
     st.pool.renew_owner(&shared.owner, until);
     shared.changed(&mut st, before);
     st.pool.version()
