@@ -13,6 +13,8 @@ pub(crate) struct Indexes {
     pub(crate) holders: HashMap<ConversationId, ProjectId>,
     pub(crate) leases: BTreeSet<(Timestamp, ProjectId)>,
     pub(crate) counts: BTreeMap<TemplateName, StateCounts>,
+    /// Archived and quarantined projects: waiting to be recycled.
+    pub(crate) finished: BTreeSet<ProjectId>,
 }
 
 impl Indexes {
@@ -43,6 +45,9 @@ impl Indexes {
             ProjectState::Active { conversation, .. } => {
                 self.holders.insert(conversation.clone(), rec.id.clone());
             }
+            ProjectState::Archived { .. } | ProjectState::Quarantined { .. } => {
+                self.finished.insert(rec.id.clone());
+            }
             _ => {}
         }
     }
@@ -69,6 +74,9 @@ impl Indexes {
             }
             ProjectState::Active { conversation, .. } => {
                 self.holders.remove(conversation);
+            }
+            ProjectState::Archived { .. } | ProjectState::Quarantined { .. } => {
+                self.finished.remove(&rec.id);
             }
             _ => {}
         }

@@ -129,6 +129,15 @@ impl Pool {
         })
     }
 
+    /// Archived and quarantined projects, in id order: never handed out again, waiting
+    /// to be destroyed or reset.
+    pub fn finished(&self) -> impl Iterator<Item = &ProjectRecord> {
+        self.idx
+            .finished
+            .iter()
+            .filter_map(|id| self.projects.get(id))
+    }
+
     /// The project `conversation` holds, if any.
     pub fn holder_of(&self, conversation: &ConversationId) -> Option<Allocation> {
         let id = self.idx.holders.get(conversation)?;

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use pool_core::{ProjectId, ProjectState, StateKind, SupplyCounts, TemplateName, Timestamp};
+use pool_core::{ProjectId, ProjectState, SupplyCounts, TemplateName, Timestamp};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -139,8 +139,7 @@ fn plan_recycles(shared: &Shared, st: &mut State) -> Vec<(ProjectId, TemplateNam
     }
     let done: Vec<(ProjectId, TemplateName)> = st
         .pool
-        .records()
-        .filter(|r| matches!(r.state.kind(), StateKind::Archived | StateKind::Quarantined))
+        .finished()
         .filter(|r| r.version <= st.pool.saved_version() && !st.recycling.contains(&r.id))
         .map(|r| (r.id.clone(), r.template.clone()))
         .collect();
