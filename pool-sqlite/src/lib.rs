@@ -25,7 +25,7 @@
 //! | type | role |
 //! | --- | --- |
 //! | [`SqliteConfig`] | where the file is (also from a `sqlite://` URL) and how it is opened |
-//! | [`SqliteStore`] | the store; [`SqliteStore::transact`] runs a read-modify-write of a few rows |
+//! | [`SqliteStore`] | the store; [`SqliteStore::transact`] changes a few rows in place |
 //! | [`SqliteError`] | why a URL or a file was refused |
 //!
 //! This crate has no cargo features.

@@ -107,7 +107,8 @@ fn serve(
         // A panicking job has rolled its transaction back while unwinding; its caller
         // sees the writer as stopped for that call, and later jobs still run.
         if catch_unwind(AssertUnwindSafe(|| job(&conn))).is_err() {
-            tracing::error!(location = %config.location, "a job panicked on the SQLite writer thread");
+            let location = config.location.to_string();
+            tracing::error!(location, "a job panicked on the SQLite writer thread");
         }
     }
 }

@@ -74,9 +74,12 @@ fn count_row_writes(path: &Path) -> Connection {
     conn.execute_batch(
         "CREATE TABLE test_writes (n INTEGER NOT NULL);
          INSERT INTO test_writes VALUES (0);
-         CREATE TRIGGER test_ins AFTER INSERT ON projects BEGIN UPDATE test_writes SET n = n + 1; END;
-         CREATE TRIGGER test_upd AFTER UPDATE ON projects BEGIN UPDATE test_writes SET n = n + 1; END;
-         CREATE TRIGGER test_del AFTER DELETE ON projects BEGIN UPDATE test_writes SET n = n + 1; END;",
+         CREATE TRIGGER test_ins AFTER INSERT ON projects
+             BEGIN UPDATE test_writes SET n = n + 1; END;
+         CREATE TRIGGER test_upd AFTER UPDATE ON projects
+             BEGIN UPDATE test_writes SET n = n + 1; END;
+         CREATE TRIGGER test_del AFTER DELETE ON projects
+             BEGIN UPDATE test_writes SET n = n + 1; END;",
     )
     .unwrap();
     conn
@@ -172,37 +175,39 @@ async fn load_fails_after(sql: &str) -> String {
     shown
 }
 
+/// An update of one project row.
+fn on_row(id: &str, set: &str) -> String {
+    format!("UPDATE projects SET {set} WHERE id = '{id}'")
+}
+
 #[tokio::test]
 async fn rows_with_invalid_ids_are_corrupt() {
-    let shown =
-        load_fails_after("UPDATE projects SET id = '../x' WHERE id = 'default-00003-0a1b2'").await;
+    let shown = load_fails_after(&on_row("default-00003-0a1b2", "id = '../x'")).await;
     assert!(shown.contains("../x"), "{shown}");
-    load_fails_after("UPDATE projects SET template = 'a b' WHERE id = 'default-00003-0a1b2'").await;
-    load_fails_after("UPDATE projects SET id = '' WHERE id = 'default-00004-0a1b2'").await;
+    load_fails_after(&on_row("default-00003-0a1b2", "template = 'a b'")).await;
+    load_fails_after(&on_row("default-00004-0a1b2", "id = ''")).await;
 }
 
 #[tokio::test]
 async fn rows_whose_columns_disagree_with_their_state_are_corrupt() {
-    let shown =
-        load_fails_after("UPDATE projects SET status = 'archived' WHERE status = 'available' AND id = 'default-00005-0a1b2'").await;
+    let shown = load_fails_after(&on_row("default-00005-0a1b2", "status = 'archived'")).await;
     assert!(shown.contains("status column"), "{shown}");
     load_fails_after("UPDATE projects SET holder = 'chat-z' WHERE holder = 'chat-a'").await;
-    load_fails_after("UPDATE projects SET holder = 'chat-z' WHERE id = 'default-00007-0a1b2'")
-        .await;
-    load_fails_after("UPDATE projects SET version = -1 WHERE id = 'default-00007-0a1b2'").await;
-    load_fails_after("UPDATE projects SET state = 42 WHERE id = 'default-00007-0a1b2'").await;
+    load_fails_after(&on_row("default-00007-0a1b2", "holder = 'chat-z'")).await;
+    load_fails_after(&on_row("default-00007-0a1b2", "version = -1")).await;
+    load_fails_after(&on_row("default-00007-0a1b2", "state = 42")).await;
 }
 
 #[tokio::test]
 async fn rows_that_contradict_the_pool_are_corrupt() {
-    let shown =
-        load_fails_after("UPDATE projects SET version = 1000000 WHERE id = 'default-00002-0a1b2'")
-            .await;
+    let shown = load_fails_after(&on_row("default-00002-0a1b2", "version = 1000000")).await;
     assert!(shown.contains("above the pool"), "{shown}");
-    let second_holder = "UPDATE projects SET holder = 'chat-a', status = 'active', \
-        state = '{\"status\":\"active\",\"owner\":\"m-1\",\"conversation\":\"chat-a\",\"token\":\"0000000000000009\"}' \
-        WHERE id = 'default-00009-0a1b2'";
-    let shown = load_fails_after(second_holder).await;
+    let state = concat!(
+        r#"{"status":"active","owner":"m-1","#,
+        r#""conversation":"chat-a","token":"0000000000000009"}"#
+    );
+    let set = format!("holder = 'chat-a', status = 'active', state = '{state}'");
+    let shown = load_fails_after(&on_row("default-00009-0a1b2", &set)).await;
     assert!(shown.contains("holding two projects"), "{shown}");
 }
 
