@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use pool_core::ProjectId;
 use pool_storage::{PoolWrite, Precondition, Revision, StoreError};
@@ -108,9 +109,9 @@ pub(crate) async fn save_all(shared: &Shared, mode: SaveMode) {
     let mut attempt = 0u32;
     while let Some(job) = build_job(shared, None) {
         match send(shared, &job).await {
-            Ok(rev) => {
+            Ok((rev, took)) => {
                 attempt = 0;
-                commit(shared, &job, rev, mode);
+                commit(shared, &job, rev, took, mode);
             }
             Err(Failure::Conflict) => reload(shared, &mut attempt).await,
             Err(Failure::Temporary(e)) => back_off(shared, &mut attempt, &e).await,
@@ -177,14 +178,15 @@ fn build_job(shared: &Shared, subset: Option<&BTreeSet<ProjectId>>) -> Option<Jo
     })
 }
 
-async fn send(shared: &Shared, job: &Job) -> Result<Revision, Failure> {
+async fn send(shared: &Shared, job: &Job) -> Result<(Revision, Duration), Failure> {
     let started = Instant::now();
     let timeout = shared.config.request_timeout;
     let result = tokio::time::timeout(timeout, shared.store.save(&job.write, &job.precondition));
     match result.await {
         Ok(Ok(rev)) => {
-            add_duration(&shared.metrics.save_micros, started.elapsed());
-            Ok(rev)
+            let took = started.elapsed();
+            add_duration(&shared.metrics.save_micros, took);
+            Ok((rev, took))
         }
         Ok(Err(e)) if e.is_conflict() => Err(Failure::Conflict),
         Ok(Err(e)) if e.is_temporary() => Err(Failure::Temporary(e)),
@@ -197,7 +199,7 @@ async fn send(shared: &Shared, job: &Job) -> Result<Revision, Failure> {
     }
 }
 
-fn commit(shared: &Shared, job: &Job, rev: Revision, mode: SaveMode) {
+fn commit(shared: &Shared, job: &Job, rev: Revision, took: Duration, mode: SaveMode) {
     let saved = {
         let mut st = shared.lock();
         let st = &mut *st;
@@ -219,6 +221,7 @@ fn commit(shared: &Shared, job: &Job, rev: Revision, mode: SaveMode) {
         changed = job.ids.len(),
         version = job.version,
         mode = mode.as_str(),
+        duration_ms = took.as_secs_f64() * 1e3,
         "pool state saved"
     );
     shared.durable.send_modify(|d| d.saved = d.saved.max(saved));
@@ -306,7 +309,7 @@ async fn isolate(shared: &Shared, job: Job, mode: SaveMode) {
             return;
         };
         match send(shared, &part).await {
-            Ok(rev) => commit_part(shared, &part, rev, mode),
+            Ok((rev, took)) => commit_part(shared, &part, rev, took, mode),
             Err(Failure::Conflict) => return reload(shared, &mut attempt).await,
             Err(Failure::Temporary(e)) => {
                 back_off(shared, &mut attempt, &e).await;
@@ -329,7 +332,7 @@ async fn isolate(shared: &Shared, job: Job, mode: SaveMode) {
 }
 
 /// Records a partial save: the store moved on, but not every change is in it.
-fn commit_part(shared: &Shared, part: &Job, rev: Revision, mode: SaveMode) {
+fn commit_part(shared: &Shared, part: &Job, rev: Revision, took: Duration, mode: SaveMode) {
     let mut st = shared.lock();
     st.revision = Some(rev);
     st.stored_version = part.write.pool_version();
@@ -341,6 +344,7 @@ fn commit_part(shared: &Shared, part: &Job, rev: Revision, mode: SaveMode) {
         changed = part.ids.len(),
         version = part.version,
         mode = mode.as_str(),
+        duration_ms = took.as_secs_f64() * 1e3,
         "pool state saved (part of a refused save)"
     );
 }
