@@ -29,7 +29,8 @@ impl Options {
     }
 }
 
-/// Runs the whole check; the emulators are stopped whether or not a step fails.
+/// Runs the whole check; the tests are built before the emulators start, and the
+/// emulators are stopped whether or not a step fails.
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
     let mut steps = Steps::default();
@@ -46,6 +47,9 @@ fn run_steps(options: &Options, steps: &mut Steps) -> Result<()> {
         let doc = ["doc", "--workspace", "--no-deps", "--all-features"];
         steps.run("doc", cargo(doc).env("RUSTDOCFLAGS", "-D warnings"))?;
     }
+    let cargo_args = options.test_args.iter().take_while(|arg| *arg != "--");
+    let build = ["test", "--workspace", "--all-features", "--no-run"];
+    steps.run("build", cargo(build).args(cargo_args))?;
     let emulators = if options.no_emulators {
         eprintln!("\nxtask: --no-emulators: tests that need Azurite or moto will skip");
         None

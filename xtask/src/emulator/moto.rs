@@ -60,10 +60,27 @@ fn run(command: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts the server on 127.0.0.1:`port`.
+/// A launcher that runs moto's server with one request at a time inside moto, so that a
+/// conditional PUT checks its precondition and stores the object in one step, as S3
+/// does. `moto_server` alone lets two concurrent create-only PUTs of one key both win.
+const SERIALIZED_LAUNCHER: &str = include_str!("moto_serialized.py");
+
+/// Starts the server on 127.0.0.1:`port`, through the launcher, with the Python of the
+/// virtual environment that holds `moto_server` (`bin`).
 pub(crate) fn spawn(bin: &Path, port: u16, logs: &Path) -> Result<Supervised> {
-    let args = ["-H", "127.0.0.1", "-p", &port.to_string()].map(str::to_owned);
-    Supervised::spawn("moto", bin, &args, logs, logs.join("moto.log"))
+    let launcher = logs.join("moto_serialized.py");
+    std::fs::write(&launcher, SERIALIZED_LAUNCHER)
+        .with_context(|| format!("writing {}", launcher.display()))?;
+    let python = bin.with_file_name("python3");
+    let args = [
+        &launcher.to_string_lossy(),
+        "-H",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+    ]
+    .map(|arg| arg.to_string());
+    Supervised::spawn("moto", &python, &args, logs, logs.join("moto.log"))
 }
 
 /// The variables that tell the tests where moto is, with a bucket for this run.
