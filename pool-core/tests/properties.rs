@@ -778,9 +778,15 @@ impl World {
     /// Hand-outs that a rebase quarantined because their conversation already held
     /// another project.
     fn count_demotions(&mut self) {
-        let demoted = self.store.snapshot.projects.iter().filter(|r| {
-            matches!(&r.state, ProjectState::Quarantined { reason, .. } if reason.contains("already holds"))
-        });
+        let demoted = self
+            .store
+            .snapshot
+            .projects
+            .iter()
+            .filter(|r| match &r.state {
+                ProjectState::Quarantined { reason, .. } => reason.contains("already holds"),
+                _ => false,
+            });
         self.stats.demoted += demoted.count() as u64;
     }
 

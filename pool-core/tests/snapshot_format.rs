@@ -122,7 +122,8 @@ fn the_snapshot_format_matches_the_golden_file() {
     });
     assert!(
         golden == pretty,
-        "the snapshot format changed; if intended, rerun with UPDATE_GOLDEN=1\n--- golden\n{}\n--- now\n{}",
+        "the snapshot format changed (rerun with UPDATE_GOLDEN=1 if intended)\n\
+         --- golden\n{}\n--- now\n{}",
         String::from_utf8_lossy(&golden),
         String::from_utf8_lossy(&pretty),
     );
@@ -387,12 +388,17 @@ fn an_empty_pool_round_trips_and_is_the_only_empty_load() {
     assert!(pool.is_empty());
 }
 
+/// One byte of a document overwritten: where, and with what.
+fn byte_edit() -> impl Strategy<Value = (prop::sample::Index, u8)> {
+    (any::<prop::sample::Index>(), any::<u8>())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     /// A damaged document never panics the loader; whatever loads is a consistent pool.
     #[test]
-    fn damaged_documents_never_panic(edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
+    fn damaged_documents_never_panic(edits in prop::collection::vec(byte_edit(), 1..4)) {
         let mut bytes = every_state().snapshot().to_json();
         for (at, byte) in edits {
             let i = at.index(bytes.len());
@@ -403,7 +409,11 @@ proptest! {
                 prop_assert!(pool.check_invariants().is_ok());
                 prop_assert_eq!(pool.len(), 9, "a damaged document lost projects");
             }
-            Err(SnapshotError::Corrupt(_) | SnapshotError::Inconsistent(_) | SnapshotError::UnsupportedSchema { .. }) => {}
+            Err(
+                SnapshotError::Corrupt(_)
+                | SnapshotError::Inconsistent(_)
+                | SnapshotError::UnsupportedSchema { .. },
+            ) => {}
             Err(other) => prop_assert!(false, "unexpected error kind {other:?}"),
         }
     }
