@@ -105,7 +105,10 @@ async fn load(store: &dyn PoolStore) -> Versioned<PoolSnapshot> {
 }
 
 async fn create(store: &dyn PoolStore, pool: &mut Pool) -> Revision {
-    let rev = store.save(&full(pool), &Precondition::CreateOnly).await.expect("create");
+    let rev = store
+        .save(&full(pool), &Precondition::CreateOnly)
+        .await
+        .expect("create");
     pool.mark_saved(pool.version());
     rev
 }
@@ -116,7 +119,10 @@ pub async fn create_only_succeeds_once(h: &dyn Harness) {
     let mut pool = sample_pool(3);
     create(&*s.pool, &mut pool).await;
     let again = s.pool.save(&full(&pool), &Precondition::CreateOnly).await;
-    assert_eq!(again.expect_err("second create").kind(), ErrorKind::Conflict);
+    assert_eq!(
+        again.expect_err("second create").kind(),
+        ErrorKind::Conflict
+    );
     assert_eq!(load(&*s.pool).await.value, pool.snapshot());
 }
 
@@ -125,12 +131,21 @@ pub async fn stale_revision_conflicts(h: &dyn Harness) {
     let s = h.fresh().await;
     let mut pool = sample_pool(3);
     let first = create(&*s.pool, &mut pool).await;
-    pool.renew_owner(&OwnerId::new("other").expect("valid"), Timestamp::from_millis(9));
+    pool.renew_owner(
+        &OwnerId::new("other").expect("valid"),
+        Timestamp::from_millis(9),
+    );
     let write = write_for(&*s.pool, &pool);
-    let second = s.pool.save(&write, &Precondition::Matches(first.clone())).await;
+    let second = s
+        .pool
+        .save(&write, &Precondition::Matches(first.clone()))
+        .await;
     let second = second.expect("update");
     pool.mark_saved(pool.version());
-    let stale = s.pool.save(&full(&pool), &Precondition::Matches(first)).await;
+    let stale = s
+        .pool
+        .save(&full(&pool), &Precondition::Matches(first))
+        .await;
     assert_eq!(stale.expect_err("stale write").kind(), ErrorKind::Conflict);
     assert_eq!(load(&*s.pool).await.revision, second);
 }
@@ -142,10 +157,16 @@ pub async fn conflict_stores_nothing(h: &dyn Harness) {
     create(&*s.pool, &mut pool).await;
     let before = load(&*s.pool).await;
     let mut other = sample_pool(5);
-    other.renew_owner(&OwnerId::new("intruder").expect("valid"), Timestamp::from_millis(1));
+    other.renew_owner(
+        &OwnerId::new("intruder").expect("valid"),
+        Timestamp::from_millis(1),
+    );
     let bogus = Precondition::Matches(Revision::new("not-a-revision"));
     let refused = s.pool.save(&full(&other), &bogus).await;
-    assert_eq!(refused.expect_err("bogus revision").kind(), ErrorKind::Conflict);
+    assert_eq!(
+        refused.expect_err("bogus revision").kind(),
+        ErrorKind::Conflict
+    );
     assert_eq!(load(&*s.pool).await, before);
 }
 
@@ -156,10 +177,16 @@ pub async fn each_write_returns_a_new_revision(h: &dyn Harness) {
     let mut pool = sample_pool(2);
     let mut seen = vec![create(&*s.pool, &mut pool).await];
     for _ in 0..3 {
-        let snapshot = PoolSnapshot { pool_version: pool.version() + 1, ..pool.snapshot() };
+        let snapshot = PoolSnapshot {
+            pool_version: pool.version() + 1,
+            ..pool.snapshot()
+        };
         pool = Pool::from_snapshot(snapshot.clone()).expect("consistent");
         let last = seen.last().cloned().expect("one revision");
-        let rev = s.pool.save(&PoolWrite::Full(snapshot), &Precondition::Matches(last)).await;
+        let rev = s
+            .pool
+            .save(&PoolWrite::Full(snapshot), &Precondition::Matches(last))
+            .await;
         let rev = rev.expect("update");
         assert!(!seen.contains(&rev), "revision {rev} was returned twice");
         seen.push(rev);
@@ -172,10 +199,25 @@ pub async fn each_write_returns_a_new_revision(h: &dyn Harness) {
 /// Missing documents are `None`, not errors.
 pub async fn missing_documents_are_none(h: &dyn Harness) {
     let s = h.fresh().await;
-    assert!(s.pool.load().await.expect("load of an empty store").is_none());
+    assert!(
+        s.pool
+            .load()
+            .await
+            .expect("load of an empty store")
+            .is_none()
+    );
     let id = ProjectId::new("nobody-1-00000").expect("valid");
-    assert!(s.metadata.get_metadata(&id).await.expect("get of a missing doc").is_none());
-    s.metadata.delete_metadata(&id).await.expect("delete of a missing doc");
+    assert!(
+        s.metadata
+            .get_metadata(&id)
+            .await
+            .expect("get of a missing doc")
+            .is_none()
+    );
+    s.metadata
+        .delete_metadata(&id)
+        .await
+        .expect("delete of a missing doc");
 }
 
 /// Metadata round-trips and honours the same preconditions as the pool.
@@ -184,19 +226,40 @@ pub async fn metadata_round_trips(h: &dyn Harness) {
     let m = &*s.metadata;
     let id = ProjectId::new("horizon-617-9ca82").expect("valid");
     let doc = json!({"backend_url": "https://example.invalid/p", "region": "local", "n": 3});
-    let r1 = m.put_metadata(&id, &doc, Some(Precondition::CreateOnly)).await.expect("create");
-    let again = m.put_metadata(&id, &doc, Some(Precondition::CreateOnly)).await;
-    assert_eq!(again.expect_err("second create").kind(), ErrorKind::Conflict);
+    let r1 = m
+        .put_metadata(&id, &doc, Some(Precondition::CreateOnly))
+        .await
+        .expect("create");
+    let again = m
+        .put_metadata(&id, &doc, Some(Precondition::CreateOnly))
+        .await;
+    assert_eq!(
+        again.expect_err("second create").kind(),
+        ErrorKind::Conflict
+    );
     let got = m.get_metadata(&id).await.expect("get").expect("stored");
     assert_eq!((got.value, got.revision.clone()), (doc.clone(), r1.clone()));
     let doc2 = json!({"backend_url": "https://example.invalid/q"});
-    let r2 = m.put_metadata(&id, &doc2, Some(Precondition::Matches(r1.clone()))).await;
+    let r2 = m
+        .put_metadata(&id, &doc2, Some(Precondition::Matches(r1.clone())))
+        .await;
     let r2 = r2.expect("update");
     assert_ne!(r1, r2);
-    let stale = m.put_metadata(&id, &doc, Some(Precondition::Matches(r1))).await;
+    let stale = m
+        .put_metadata(&id, &doc, Some(Precondition::Matches(r1)))
+        .await;
     assert_eq!(stale.expect_err("stale").kind(), ErrorKind::Conflict);
-    m.put_metadata(&id, &doc, None).await.expect("unconditional overwrite");
-    assert_eq!(m.get_metadata(&id).await.expect("get").expect("stored").value, doc);
+    m.put_metadata(&id, &doc, None)
+        .await
+        .expect("unconditional overwrite");
+    assert_eq!(
+        m.get_metadata(&id)
+            .await
+            .expect("get")
+            .expect("stored")
+            .value,
+        doc
+    );
     m.delete_metadata(&id).await.expect("delete");
     assert!(m.get_metadata(&id).await.expect("get").is_none());
     assert!(m.metadata_location(&id).contains("horizon-617-9ca82"));
@@ -212,11 +275,20 @@ pub async fn large_snapshot_round_trips(h: &dyn Harness) {
     let loaded = load(&*s.pool).await;
     assert_eq!(loaded.revision, rev);
     assert_eq!(loaded.value, pool.snapshot());
-    pool.renew_owner(&OwnerId::new("later").expect("valid"), Timestamp::from_millis(5));
+    pool.renew_owner(
+        &OwnerId::new("later").expect("valid"),
+        Timestamp::from_millis(5),
+    );
     let write = write_for(&*s.pool, &pool);
-    s.pool.save(&write, &Precondition::Matches(rev.clone())).await.expect("update");
+    s.pool
+        .save(&write, &Precondition::Matches(rev.clone()))
+        .await
+        .expect("update");
     let stale = s.pool.save(&full(&pool), &Precondition::Matches(rev)).await;
-    assert_eq!(stale.expect_err("stale large write").kind(), ErrorKind::Conflict);
+    assert_eq!(
+        stale.expect_err("stale large write").kind(),
+        ErrorKind::Conflict
+    );
     assert_eq!(load(&*s.pool).await.value, pool.snapshot());
 }
 
@@ -238,7 +310,10 @@ pub async fn concurrent_increments_end_exact(h: &dyn Harness) {
     let end = load(&*s.pool).await.value;
     assert_eq!(end.projects.len(), 100);
     let adds = u64::try_from(end.projects.len()).expect("small");
-    assert_eq!(end.pool_version, adds, "{conflicts} conflicts along the way");
+    assert_eq!(
+        end.pool_version, adds,
+        "{conflicts} conflicts along the way"
+    );
 }
 
 /// Adds one project through load, modify, conditional save; returns the conflicts seen.
@@ -248,8 +323,12 @@ async fn increment(store: &dyn PoolStore, i: usize) -> usize {
         let Versioned { value, revision } = load(store).await;
         let mut pool = Pool::from_snapshot(value).expect("consistent");
         let id = ProjectId::new(format!("inc-{i}")).expect("valid");
-        pool.add_available(id, t.clone(), Timestamp::from_millis(1)).expect("new id");
-        match store.save(&write_for(store, &pool), &Precondition::Matches(revision)).await {
+        pool.add_available(id, t.clone(), Timestamp::from_millis(1))
+            .expect("new id");
+        match store
+            .save(&write_for(store, &pool), &Precondition::Matches(revision))
+            .await
+        {
             Ok(_) => return conflicts,
             Err(e) if e.is_conflict() => {}
             Err(e) => panic!("increment {i} failed with something other than a conflict: {e}"),
@@ -283,7 +362,11 @@ pub async fn corrupt_metadata_is_an_error(h: &dyn Harness) {
     let s = h.fresh().await;
     let id = ProjectId::new("broken-1-00000").expect("valid");
     h.write_raw_metadata(&s, &id, b"\x00\x01 not json").await;
-    let err = s.metadata.get_metadata(&id).await.expect_err("corrupt metadata");
+    let err = s
+        .metadata
+        .get_metadata(&id)
+        .await
+        .expect_err("corrupt metadata");
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
 }
 
@@ -298,19 +381,39 @@ pub async fn incremental_saves_apply_or_are_refused(h: &dyn Harness) {
     let owner = OwnerId::new("conformance").expect("valid");
     pool.reserve(&owner, &t, 3, now);
     let doomed = ProjectId::new("prov-1").expect("valid");
-    pool.fail_provisioning(&doomed, "test", now).expect("provisioning");
+    pool.fail_provisioning(&doomed, "test", now)
+        .expect("provisioning");
     pool.remove(&doomed).expect("failed project");
-    pool.add_available(ProjectId::new("late-1-00000").expect("valid"), t, now).expect("new");
+    pool.add_available(ProjectId::new("late-1-00000").expect("valid"), t, now)
+        .expect("new");
     let changes = pool.unsaved();
-    let result = s.pool.save(&PoolWrite::Changes(changes.clone()), &Precondition::Matches(rev)).await;
+    let result = s
+        .pool
+        .save(
+            &PoolWrite::Changes(changes.clone()),
+            &Precondition::Matches(rev),
+        )
+        .await;
     if !s.pool.capabilities().incremental_saves {
-        assert_eq!(result.expect_err("unsupported").kind(), ErrorKind::Unsupported);
+        assert_eq!(
+            result.expect_err("unsupported").kind(),
+            ErrorKind::Unsupported
+        );
         return;
     }
     let rev = result.expect("incremental save");
     assert_eq!(load(&*s.pool).await.value, pool.snapshot());
-    let wrong_base = PoolChanges { base_version: changes.base_version + 1, ..changes };
-    let refused = s.pool.save(&PoolWrite::Changes(wrong_base), &Precondition::Matches(rev)).await;
-    assert_eq!(refused.expect_err("wrong base").kind(), ErrorKind::InvalidInput);
+    let wrong_base = PoolChanges {
+        base_version: changes.base_version + 1,
+        ..changes
+    };
+    let refused = s
+        .pool
+        .save(&PoolWrite::Changes(wrong_base), &Precondition::Matches(rev))
+        .await;
+    assert_eq!(
+        refused.expect_err("wrong base").kind(),
+        ErrorKind::InvalidInput
+    );
     assert_eq!(load(&*s.pool).await.value, pool.snapshot());
 }

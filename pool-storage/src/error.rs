@@ -65,7 +65,13 @@ impl StoreError {
     /// container, file or key).
     pub fn new(kind: ErrorKind, backend: &'static str, context: impl Into<String>) -> Self {
         let temporary = kind.is_temporary_by_default();
-        Self { kind, temporary, backend, context: context.into(), source: None }
+        Self {
+            kind,
+            temporary,
+            backend,
+            context: context.into(),
+            source: None,
+        }
     }
 
     /// A lost precondition.
@@ -113,16 +119,26 @@ impl StoreError {
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let retry = if self.temporary { "temporary" } else { "permanent" };
-        write!(f, "{} store: {} ({retry}): {}", self.backend, self.kind, self.context)
+        let retry = if self.temporary {
+            "temporary"
+        } else {
+            "permanent"
+        };
+        write!(
+            f,
+            "{} store: {} ({retry}): {}",
+            self.backend, self.kind, self.context
+        )
     }
 }
 
 impl fmt::Debug for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("StoreError");
-        d.field("kind", &self.kind).field("temporary", &self.temporary);
-        d.field("backend", &self.backend).field("context", &self.context);
+        d.field("kind", &self.kind)
+            .field("temporary", &self.temporary);
+        d.field("backend", &self.backend)
+            .field("context", &self.context);
         if let Some(s) = &self.source {
             d.field("source", &format_args!("{s}"));
         }
@@ -132,7 +148,9 @@ impl fmt::Debug for StoreError {
 
 impl StdError for StoreError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
     }
 }
 
@@ -153,7 +171,13 @@ mod tests {
         let cause = std::io::Error::other("disk on fire");
         let e = StoreError::new(ErrorKind::Unavailable, "sqlite", "save to /tmp/p.db")
             .with_source(cause);
-        assert_eq!(e.to_string(), "sqlite store: unavailable (temporary): save to /tmp/p.db");
-        assert_eq!(e.source().map(|s| s.to_string()).as_deref(), Some("disk on fire"));
+        assert_eq!(
+            e.to_string(),
+            "sqlite store: unavailable (temporary): save to /tmp/p.db"
+        );
+        assert_eq!(
+            e.source().map(|s| s.to_string()).as_deref(),
+            Some("disk on fire")
+        );
     }
 }

@@ -77,7 +77,11 @@ mod memory_conformance {
         async fn fresh(&self) -> Stores {
             let m = MemoryStore::new();
             let raw: Arc<dyn Any + Send + Sync> = Arc::new(m.clone());
-            Stores { pool: Arc::new(m.clone()), metadata: Arc::new(m), raw }
+            Stores {
+                pool: Arc::new(m.clone()),
+                metadata: Arc::new(m),
+                raw,
+            }
         }
         async fn write_raw_pool(&self, stores: &Stores, bytes: &[u8]) {
             memory(stores).put_raw_pool(bytes.to_vec());

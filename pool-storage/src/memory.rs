@@ -20,8 +20,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{ErrorKind, StoreError};
 use crate::traits::{
-    Capabilities, Metadata, MetadataStore, PoolStore, PoolWrite, Precondition, Revision,
-    Versioned, decode_metadata, decode_pool, metadata_key,
+    Capabilities, Metadata, MetadataStore, PoolStore, PoolWrite, Precondition, Revision, Versioned,
+    decode_metadata, decode_pool, metadata_key,
 };
 
 const BACKEND: &str = "memory";
@@ -143,7 +143,9 @@ pub struct MemoryStore {
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryStore").field("counters", &self.counters()).finish()
+        f.debug_struct("MemoryStore")
+            .field("counters", &self.counters())
+            .finish()
     }
 }
 
@@ -177,7 +179,11 @@ impl MemoryStore {
 
     /// Makes the next `op`s take these durations, in order, before `set_latency` applies.
     pub fn script_latency(&self, op: Op, durations: impl IntoIterator<Item = Duration>) {
-        lock(&self.inner.faults).scripted.entry(op).or_default().extend(durations);
+        lock(&self.inner.faults)
+            .scripted
+            .entry(op)
+            .or_default()
+            .extend(durations);
     }
 
     /// Reseeds the generator behind [`Latency::Uniform`].
@@ -194,7 +200,11 @@ impl MemoryStore {
     /// Fails saves that carry `project`: `times` times, or for good with `None`;
     /// temporarily (`Unavailable`) or permanently (`InvalidInput`).
     pub fn fail_saves_touching(&self, project: ProjectId, temporary: bool, times: Option<u32>) {
-        let rule = TouchRule { project, temporary, remaining: times };
+        let rule = TouchRule {
+            project,
+            temporary,
+            remaining: times,
+        };
         lock(&self.inner.faults).touching.push(rule);
     }
 
@@ -262,7 +272,11 @@ impl MemoryStore {
         if f.down {
             return Err(injected(ErrorKind::Unavailable, op));
         }
-        if let Some(pos) = f.fail_next.iter().position(|(o, _)| o.is_none_or(|o| o == op)) {
+        if let Some(pos) = f
+            .fail_next
+            .iter()
+            .position(|(o, _)| o.is_none_or(|o| o == op))
+        {
             let (_, kind) = f.fail_next.remove(pos).unwrap_or((None, ErrorKind::Other));
             return Err(injected(kind, op));
         }
@@ -294,24 +308,42 @@ impl MemoryStore {
             if let Some(n) = rule.remaining.as_mut() {
                 *n -= 1;
             }
-            let kind = if rule.temporary { ErrorKind::Unavailable } else { ErrorKind::InvalidInput };
-            let msg = format!("injected failure for saves touching project {}", rule.project);
+            let kind = if rule.temporary {
+                ErrorKind::Unavailable
+            } else {
+                ErrorKind::InvalidInput
+            };
+            let msg = format!(
+                "injected failure for saves touching project {}",
+                rule.project
+            );
             return Err(StoreError::new(kind, BACKEND, msg));
         }
         Ok(())
     }
 
-    fn commit(&self, write: &PoolWrite, precondition: &Precondition) -> Result<Revision, StoreError> {
+    fn commit(
+        &self,
+        write: &PoolWrite,
+        precondition: &Precondition,
+    ) -> Result<Revision, StoreError> {
         let mut d = lock(&self.inner.data);
         let current = d.pool.as_ref().map(|(_, r)| *r);
         if !matches(Some(precondition), current) {
-            let msg = format!("save of pool version {} expected {precondition:?}", write.pool_version());
+            let msg = format!(
+                "save of pool version {} expected {precondition:?}",
+                write.pool_version()
+            );
             return Err(StoreError::conflict(BACKEND, msg));
         }
         let bytes = match write {
             PoolWrite::Full(s) => s.to_json(),
             PoolWrite::Changes(c) => {
-                let stored = d.pool.as_ref().map(|(b, _)| b.as_slice()).unwrap_or_default();
+                let stored = d
+                    .pool
+                    .as_ref()
+                    .map(|(b, _)| b.as_slice())
+                    .unwrap_or_default();
                 let mut snapshot: PoolSnapshot = decode_pool(BACKEND, "pool", stored)?;
                 if snapshot.pool_version != c.base_version {
                     let msg = format!(
@@ -354,16 +386,27 @@ impl PoolStore for MemoryStore {
         bump(&self.inner.counters.loads);
         self.enter(Op::Load, None).await?;
         let stored = lock(&self.inner.data).pool.clone();
-        let Some((bytes, rev)) = stored else { return Ok(None) };
+        let Some((bytes, rev)) = stored else {
+            return Ok(None);
+        };
         let value = decode_pool(BACKEND, "pool", &bytes)?;
-        Ok(Some(Versioned { value, revision: revision(rev) }))
+        Ok(Some(Versioned {
+            value,
+            revision: revision(rev),
+        }))
     }
 
-    async fn save(&self, write: &PoolWrite, precondition: &Precondition) -> Result<Revision, StoreError> {
+    async fn save(
+        &self,
+        write: &PoolWrite,
+        precondition: &Precondition,
+    ) -> Result<Revision, StoreError> {
         let c = &self.inner.counters;
         bump(&c.saves_attempted);
         let result = match self.enter(Op::Save, None).await {
-            Ok(()) => self.check_touching(write).and_then(|()| self.commit(write, precondition)),
+            Ok(()) => self
+                .check_touching(write)
+                .and_then(|()| self.commit(write, precondition)),
             Err(e) => Err(e),
         };
         match &result {
@@ -377,13 +420,21 @@ impl PoolStore for MemoryStore {
 
 #[async_trait]
 impl MetadataStore for MemoryStore {
-    async fn get_metadata(&self, project: &ProjectId) -> Result<Option<Versioned<Metadata>>, StoreError> {
+    async fn get_metadata(
+        &self,
+        project: &ProjectId,
+    ) -> Result<Option<Versioned<Metadata>>, StoreError> {
         bump(&self.inner.counters.metadata_gets);
         self.enter(Op::GetMetadata, Some(project)).await?;
         let stored = lock(&self.inner.data).metadata.get(project).cloned();
-        let Some((bytes, rev)) = stored else { return Ok(None) };
+        let Some((bytes, rev)) = stored else {
+            return Ok(None);
+        };
         let value = decode_metadata(BACKEND, &self.metadata_location(project), &bytes)?;
-        Ok(Some(Versioned { value, revision: revision(rev) }))
+        Ok(Some(Versioned {
+            value,
+            revision: revision(rev),
+        }))
     }
 
     async fn put_metadata(
@@ -397,7 +448,10 @@ impl MetadataStore for MemoryStore {
         let mut d = lock(&self.inner.data);
         let current = d.metadata.get(project).map(|(_, r)| *r);
         if !matches(precondition.as_ref(), current) {
-            let msg = format!("write of {} expected {precondition:?}", self.metadata_location(project));
+            let msg = format!(
+                "write of {} expected {precondition:?}",
+                self.metadata_location(project)
+            );
             return Err(StoreError::conflict(BACKEND, msg));
         }
         let bytes = serde_json::to_vec(metadata).map_err(|e| {

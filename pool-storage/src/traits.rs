@@ -192,7 +192,11 @@ pub const POOL_DOCUMENT: &str = "project_pool.json";
 
 fn join_key(prefix: &str, name: &str) -> String {
     let prefix = prefix.trim_matches('/');
-    if prefix.is_empty() { name.to_owned() } else { format!("{prefix}/{name}") }
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}/{name}")
+    }
 }
 
 /// Decodes a stored pool document, mapping failures to a `Corrupt` error that names
@@ -203,8 +207,12 @@ pub fn decode_pool(
     bytes: &[u8],
 ) -> Result<PoolSnapshot, StoreError> {
     PoolSnapshot::from_json(bytes).map_err(|e| {
-        StoreError::new(crate::ErrorKind::Corrupt, backend, format!("reading {location}"))
-            .with_source(e)
+        StoreError::new(
+            crate::ErrorKind::Corrupt,
+            backend,
+            format!("reading {location}"),
+        )
+        .with_source(e)
     })
 }
 
@@ -215,8 +223,12 @@ pub fn decode_metadata(
     bytes: &[u8],
 ) -> Result<Metadata, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        StoreError::new(crate::ErrorKind::Corrupt, backend, format!("reading {location}"))
-            .with_source(e)
+        StoreError::new(
+            crate::ErrorKind::Corrupt,
+            backend,
+            format!("reading {location}"),
+        )
+        .with_source(e)
     })
 }
 
@@ -227,8 +239,14 @@ mod tests {
     #[test]
     fn keys_follow_the_blob_layout() {
         let p = ProjectId::new("horizon-617-9ca82").unwrap();
-        assert_eq!(metadata_key("", &p), "horizon-617-9ca82/project_metadata.json");
-        assert_eq!(metadata_key("a/b/", &p), "a/b/horizon-617-9ca82/project_metadata.json");
+        assert_eq!(
+            metadata_key("", &p),
+            "horizon-617-9ca82/project_metadata.json"
+        );
+        assert_eq!(
+            metadata_key("a/b/", &p),
+            "a/b/horizon-617-9ca82/project_metadata.json"
+        );
         assert_eq!(pool_key("/pools"), "pools/project_pool.json");
     }
 }
