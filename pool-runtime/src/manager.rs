@@ -188,6 +188,7 @@ impl ManagerBuilder {
             saver_running: AtomicBool::new(true),
             stopping: AtomicBool::new(false),
             maintain: Notify::new(),
+            maintenance_due: AtomicBool::new(false),
             tasks: Mutex::new(JoinSet::new()),
             provisioner: self.provisioner,
             cache,
@@ -397,7 +398,7 @@ impl PoolManager {
                 sh.config.allocation_lease,
             )?;
             sh.changed(&mut st, before);
-            sh.maintain.notify_one();
+            sh.maintenance_due.store(true, Ordering::Release);
             return Ok(Step::Done(a, st.pool.version()));
         }
         if st.pool.reserved_count(&sh.owner, template) > 0 {

@@ -71,8 +71,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let _guard = RunningGuard(shared.clone());
     loop {
         let (pending, urgent) = {
-            let st = shared.lock();
-            (st.unsaved() > 0, st.urgent)
+            let mut st = shared.lock();
+            let pending = st.unsaved() > 0;
+            if !pending {
+                // The next change must wake this task (see `Shared::changed`).
+                st.unsaved_since = None;
+            }
+            (pending, st.urgent)
         };
         if !pending {
             if shared.is_stopping() {
@@ -81,10 +86,21 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             shared.wake.notified().await;
             continue;
         }
-        if !urgent && !shared.is_stopping() {
+        if urgent {
+            let_released_callers_join().await;
+        } else if !shared.is_stopping() {
             gather(&shared).await;
         }
         save_all(&shared, SaveMode::Background).await;
+    }
+}
+
+/// Callers a write just released for their next durable operation are runnable but
+/// may not have run yet; a few yields let them make their change and join the next
+/// write, so that group commit takes the whole group instead of half of it.
+async fn let_released_callers_join() {
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
     }
 }
 
@@ -112,6 +128,12 @@ pub(crate) async fn save_all(shared: &Shared, mode: SaveMode) {
             Ok((rev, took)) => {
                 attempt = 0;
                 commit(shared, &job, rev, took, mode);
+                if mode == SaveMode::Background && !shared.is_stopping() {
+                    // Back to gathering: under steady load the next write then carries
+                    // a whole delay's worth of changes instead of whatever came in
+                    // during this one.
+                    return;
+                }
             }
             Err(Failure::Conflict) => reload(shared, &mut attempt).await,
             Err(Failure::Temporary(e)) => back_off(shared, &mut attempt, &e).await,
@@ -225,6 +247,9 @@ fn commit(shared: &Shared, job: &Job, rev: Revision, took: Duration, mode: SaveM
         "pool state saved"
     );
     shared.durable.send_modify(|d| d.saved = d.saved.max(saved));
+    if shared.maintenance_due.swap(false, Ordering::AcqRel) {
+        shared.maintain.notify_one();
+    }
 }
 
 /// After a lost race: load what the other writer stored and replay this manager's

@@ -120,6 +120,9 @@ pub(crate) struct Shared {
     pub(crate) stopping: AtomicBool,
     /// Wakes the maintainer: something changed that it may act on.
     pub(crate) maintain: Notify,
+    /// A hand-out happened since the maintainer last looked; the saver wakes it after
+    /// its next write, so the hand-out itself does not pay for waking another thread.
+    pub(crate) maintenance_due: AtomicBool,
     /// Every background task but the saver: the maintainer, provisions, recycles.
     pub(crate) tasks: Mutex<JoinSet<()>>,
     pub(crate) provisioner: Option<Arc<dyn Provisioner>>,
@@ -142,9 +145,13 @@ impl Shared {
     }
 
     /// Notes that `state` changed; wakes the saver if it did.
+    ///
+    /// Only the first change after a save wakes the saver: it is either gathering or
+    /// saving already, and will look again when that write is done. That keeps a
+    /// thread wake-up off most hand-outs.
     pub(crate) fn changed(&self, state: &mut State, before: u64) {
-        if state.pool.version() != before {
-            state.unsaved_since.get_or_insert_with(Instant::now);
+        if state.pool.version() != before && state.unsaved_since.is_none() {
+            state.unsaved_since = Some(Instant::now());
             self.wake.notify_one();
         }
     }
