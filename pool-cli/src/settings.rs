@@ -66,7 +66,8 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes [default: 65536].
     #[arg(long, env = "POOL_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
-    /// How long shutdown may take to store everything [default: 30s].
+    /// At shutdown, how long open requests may take to finish, and then how long
+    /// storing everything may take [default: 30s].
     #[arg(long, env = "POOL_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Option<Duration>,
 }
@@ -189,6 +190,15 @@ impl Settings {
             .transpose()
             .context("--owner")?;
         let defaults = ManagerConfig::default();
+        let owner_lease = args
+            .owner_lease
+            .or(file.owner_lease)
+            .unwrap_or(defaults.owner_lease);
+        anyhow::ensure!(
+            owner_lease >= MIN_OWNER_LEASE,
+            "--owner-lease must be at least {MIN_OWNER_LEASE:?}, not {owner_lease:?}"
+        );
+        let heartbeat = heartbeat_for(owner_lease, defaults.heartbeat_interval);
         let manager = ManagerConfig {
             owner,
             templates: parse_templates(&templates, max_in_flight)?,
@@ -197,10 +207,9 @@ impl Settings {
                 .allocation_lease
                 .or(file.allocation_lease)
                 .unwrap_or(defaults.allocation_lease),
-            owner_lease: args
-                .owner_lease
-                .or(file.owner_lease)
-                .unwrap_or(defaults.owner_lease),
+            owner_lease,
+            heartbeat_interval: heartbeat,
+            maintain_interval: defaults.maintain_interval.min(heartbeat),
             save_delay: args
                 .save_delay
                 .or(file.save_delay)
@@ -240,6 +249,16 @@ impl Settings {
                 .unwrap_or(Duration::from_secs(30)),
         })
     }
+}
+
+/// The shortest owner lease accepted: renewals must fit well inside it.
+const MIN_OWNER_LEASE: Duration = Duration::from_millis(300);
+
+/// How often to renew an owner lease of `lease`: a third of it, so that two renewals
+/// can be late before other managers presume this one dead, and never less often than
+/// `default`.
+fn heartbeat_for(lease: Duration, default: Duration) -> Duration {
+    (lease / 3).min(default)
 }
 
 /// Parses `NAME=TARGET` entries.
@@ -298,6 +317,25 @@ mod tests {
         assert_eq!(s.manager.templates[0].name.as_str(), "api");
         assert_eq!(s.manager.templates[0].policy.target, 7);
         assert_eq!(s.manager.save_delay, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn the_lease_is_renewed_well_before_it_runs_out() {
+        let args = |lease: &str| ServeArgs {
+            owner_lease: Some(humantime::parse_duration(lease).unwrap()),
+            ..Default::default()
+        };
+        let short = Settings::resolve(&args("2s")).unwrap().manager;
+        assert_eq!(short.owner_lease, Duration::from_secs(2));
+        assert!(short.heartbeat_interval * 3 <= short.owner_lease);
+        assert!(short.maintain_interval <= short.heartbeat_interval);
+        let long = Settings::resolve(&args("10m")).unwrap().manager;
+        assert_eq!(
+            long.heartbeat_interval,
+            ManagerConfig::default().heartbeat_interval
+        );
+        let err = Settings::resolve(&args("10ms")).unwrap_err().to_string();
+        assert!(err.contains("--owner-lease"), "{err}");
     }
 
     #[test]
