@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -95,6 +95,18 @@ impl From<BytesRejection> for ApiError {
     }
 }
 
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        Self::new(r.status(), "invalid_id", r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::new(r.status(), "bad_query", r.body_text())
+    }
+}
+
 /// The API's routes over `state`; bodies larger than `max_body` are refused.
 pub fn router(state: AppState, max_body: usize) -> Router {
     let guarded = Router::new()
@@ -115,6 +127,14 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .merge(guarded)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            let message = "the endpoint does not take this method";
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                message,
+            )
         })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -221,9 +241,10 @@ async fn allocate_json(
 
 async fn allocate(
     State(state): State<AppState>,
-    Path(conversation_id): Path<String>,
+    conversation_id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(conversation_id) = conversation_id?;
     let conversation = conversation(&conversation_id)?;
     let body: AllocateBody = parse_body(&body?)?;
     let template = template(&state, body.template.as_deref())?;
@@ -250,9 +271,10 @@ fn token_of(body: &Bytes) -> Result<AllocationToken, ApiError> {
 
 async fn mark_active(
     State(state): State<AppState>,
-    Path(project_id): Path<String>,
+    project_id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(project_id) = project_id?;
     let project = project(&project_id)?;
     let token = token_of(&body?)?;
     state.manager.mark_active(&project, token).await?;
@@ -261,9 +283,10 @@ async fn mark_active(
 
 async fn archive(
     State(state): State<AppState>,
-    Path(project_id): Path<String>,
+    project_id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(project_id) = project_id?;
     let project = project(&project_id)?;
     let token = token_of(&body?)?;
     state.manager.archive(&project, token).await?;
@@ -272,8 +295,9 @@ async fn archive(
 
 async fn metadata(
     State(state): State<AppState>,
-    Path(project_id): Path<String>,
+    project_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(project_id) = project_id?;
     let project = project(&project_id)?;
     let m = state.manager.metadata(&project).await?;
     Ok(Json((*m).clone()))
@@ -321,10 +345,12 @@ enum StreamStep {
 /// the pool or for storage.
 async fn stream(
     State(state): State<AppState>,
-    Path(conversation_id): Path<String>,
-    Query(q): Query<StreamQuery>,
+    conversation_id: Result<Path<String>, PathRejection>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Path(conversation_id) = conversation_id?;
     let conversation = conversation(&conversation_id)?;
+    let Query(q) = query?;
     let template = template(&state, q.template.as_deref())?;
     let on_empty = policy(q.on_empty.as_deref(), q.wait_ms)?;
     let opened = Instant::now();
