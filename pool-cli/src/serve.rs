@@ -1,10 +1,12 @@
 //! `pool serve`: the pool manager behind the HTTP API, until SIGTERM or SIGINT.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 
 use anyhow::Context;
 use pool_runtime::PoolManager;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use crate::http::{AppState, router};
@@ -47,10 +49,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let app = router(state, settings.max_body_bytes);
     info!(listen = %settings.listen, store = %settings.store, owner = %manager.owner(), "pool service listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(signal())
-        .await
-        .context("serving HTTP")?;
+    let signalled = Arc::new(Notify::new());
+    let serving = axum::serve(listener, app)
+        .with_graceful_shutdown(notify_on_signal(signalled.clone()))
+        .into_future();
+    // Requests still open (callers waiting for a project) get the shutdown timeout to
+    // finish; then they are dropped, which leaves no project half-allocated.
+    let limit = settings.shutdown_timeout;
+    let drain_limit = async {
+        signalled.notified().await;
+        tokio::time::sleep(limit).await;
+    };
+    tokio::select! {
+        served = serving => served.context("serving HTTP")?,
+        () = drain_limit => {
+            warn!(?limit, "requests still open at the shutdown timeout; dropped them");
+        }
+    }
     info!("stopped accepting requests; storing the pool");
     let report = manager.shutdown(settings.shutdown_timeout).await;
     if report.clean {
@@ -63,6 +78,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             report.unsaved.len() + report.set_aside.len()
         )
     }
+}
+
+async fn notify_on_signal(signalled: Arc<Notify>) {
+    signal().await;
+    signalled.notify_one();
 }
 
 async fn signal() {
