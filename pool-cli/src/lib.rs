@@ -11,6 +11,7 @@ pub mod admin;
 pub mod http;
 pub mod metrics;
 pub mod provisioners;
+pub mod replay;
 pub mod serve;
 pub mod settings;
 pub mod stores;

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 use pool_cli::admin::{self, ExportArgs, ImportArgs, StatusArgs};
+use pool_cli::replay::{self, ReplayArgs};
 use pool_cli::serve;
 use pool_cli::settings::ServeArgs;
 use tracing_subscriber::EnvFilter;
@@ -30,15 +31,30 @@ enum Command {
     Export(ExportArgs),
     /// Store a JSON snapshot into an empty store (a migration between backends).
     Import(ImportArgs),
+    /// Replay an arrival trace against a simulated, real-time or running pool, and size it.
+    Replay(Box<ReplayArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // A replay drives a whole pool: its per-save info lines would drown the report.
+    let quiet_replay = matches!(cli.command, Command::Replay(_))
+        && cli.log == "info"
+        && std::env::var_os("POOL_LOG").is_none();
+    let log = if quiet_replay {
+        "warn"
+    } else {
+        cli.log.as_str()
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_new(log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    if let Command::Replay(args) = cli.command {
+        // The replay runs its own runtime (a paused clock for simulated time).
+        return Ok(replay::run(*args)?);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -48,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             Command::Status(args) => admin::status(args).await,
             Command::Export(args) => admin::export(args).await,
             Command::Import(args) => admin::import(args).await,
+            Command::Replay(_) => unreachable!("replay returned above"),
         }
     })
 }
