@@ -5,6 +5,7 @@
 
 mod bench;
 mod cargo;
+mod crash;
 mod emulator;
 mod emulators;
 mod test;
@@ -25,6 +26,10 @@ commands:
               options: --ignore-stdin   run until killed instead of until stdin closes
                        --env-file PATH  also write the export lines to PATH
   bench       cargo bench --workspace [-- <args>]
+  crash       kill -9 `pool serve` at random moments, restart it, check that no project
+              is held twice (the scenario of pool-cli/tests/crash.rs)
+              options: --runs N   how many runs (default 200)
+                       --seed N   the first run's seed (default random)
   help        print this text";
 
 fn main() -> ExitCode {
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
         "test" => test::run(&rest),
         "emulators" => emulators::run(&rest),
         "bench" => bench::run(&rest),
+        "crash" => crash::run(&rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
