@@ -1,7 +1,10 @@
 //! `pool status`, `pool export` and `pool import` on SQLite stores: counts, a migration
 //! into an empty store, the refusal to overwrite, refused snapshot files and store URLs.
 
-#![allow(unexpected_cfgs, reason = "the `azure` and `s3` features arrive with their backends")]
+#![allow(
+    unexpected_cfgs,
+    reason = "the `azure` and `s3` features arrive with their backends"
+)]
 
 mod common;
 
