@@ -128,8 +128,20 @@ impl MetadataCache {
     }
 
     /// Forgets and deletes a project's metadata (the project was destroyed).
+    ///
+    /// The delete runs under the same per-key lock as loads, so a read racing with it
+    /// cannot load the document back into the cache just before it is deleted.
     pub(crate) async fn remove(&self, project: &ProjectId) -> Result<(), StoreError> {
-        self.entries.invalidate(project).await;
-        self.store.delete_metadata(project).await
+        let store = &self.store;
+        self.entries
+            .entry_by_ref(project)
+            .and_try_compute_with(|_| async move {
+                store
+                    .delete_metadata(project)
+                    .await
+                    .map(|()| Op::<Entry>::Remove)
+            })
+            .await
+            .map(|_| ())
     }
 }

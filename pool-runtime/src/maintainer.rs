@@ -20,20 +20,27 @@ use crate::shared::{Shared, State};
 
 /// The maintainer task's body.
 pub(crate) async fn run(shared: Arc<Shared>) {
-    let mut next_heartbeat = Instant::now() + shared.config.heartbeat_interval;
+    let heartbeat = heartbeat_interval(&shared.config);
+    let mut next_heartbeat = Instant::now() + heartbeat;
     loop {
         if shared.is_stopping() {
             return;
         }
-        tick(&shared, &mut next_heartbeat);
+        tick(&shared, &mut next_heartbeat, heartbeat);
         tokio::select! {
             () = shared.maintain.notified() => {}
-            () = tokio::time::sleep(shared.config.maintain_interval) => {}
+            () = tokio::time::sleep(shared.config.maintain_interval.min(heartbeat)) => {}
         }
     }
 }
 
-fn tick(shared: &Arc<Shared>, next_heartbeat: &mut Instant) {
+/// The lease is renewed at least three times per lease, so that a save or two may fail
+/// without the lease running short.
+fn heartbeat_interval(config: &crate::config::ManagerConfig) -> std::time::Duration {
+    config.heartbeat_interval.min(config.owner_lease / 3)
+}
+
+fn tick(shared: &Arc<Shared>, next_heartbeat: &mut Instant, heartbeat: std::time::Duration) {
     let mut guard = shared.lock();
     let st = &mut *guard;
     if st.halted.is_some() {
@@ -44,7 +51,7 @@ fn tick(shared: &Arc<Shared>, next_heartbeat: &mut Instant) {
     if Instant::now() >= *next_heartbeat {
         let until = now.saturating_add(shared.config.owner_lease);
         st.pool.renew_owner(&shared.owner, until);
-        *next_heartbeat = Instant::now() + shared.config.heartbeat_interval;
+        *next_heartbeat = Instant::now() + heartbeat;
     }
     quarantine_dead_owners(shared, st, now);
     reclaim_expired(shared, st, now);
@@ -101,6 +108,10 @@ fn reserve_ahead(shared: &Shared, st: &mut State, now: Timestamp) {
 }
 
 /// Decides how many provisions to start per template; counts them as in flight.
+///
+/// Supply is seen from this manager: unclaimed projects, its own reservations and its
+/// own provisions. Each manager sharing a store thus keeps its own target ready, instead
+/// of one manager's buffer starving the others.
 fn plan_provisions(shared: &Shared, st: &mut State) -> Vec<TemplateName> {
     let mut starts = Vec::new();
     if shared.provisioner.is_none() || shared.is_stopping() {
@@ -108,6 +119,7 @@ fn plan_provisions(shared: &Shared, st: &mut State) -> Vec<TemplateName> {
     }
     for t in &shared.config.templates {
         let counts = st.pool.counts(&t.name);
+        let mine = st.pool.reserved_count(&shared.owner, &t.name);
         let waiting = st.waiters.len(&t.name);
         let tp = st.provisioning.of(&t.name);
         if tp.next_attempt.is_some_and(|at| at > Instant::now()) {
@@ -115,7 +127,7 @@ fn plan_provisions(shared: &Shared, st: &mut State) -> Vec<TemplateName> {
         }
         let supply = SupplyCounts {
             available: counts.available,
-            reserved: counts.reserved,
+            reserved: mine,
             in_flight: tp.in_flight,
             waiting,
         };

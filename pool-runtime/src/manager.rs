@@ -150,7 +150,16 @@ impl ManagerBuilder {
     /// owner, and starts the background tasks.
     pub async fn start(self) -> Result<PoolManager, ManagerError> {
         let owner = self.config.owner.clone().unwrap_or_else(random_owner);
-        let (pool, revision) = load_or_create(&*self.store, &owner).await?;
+        let (pool, revision) = loop {
+            let (pool, revision) = load_or_create(&*self.store, &owner).await?;
+            match live_lease_left(&pool, &owner) {
+                None => break (pool, revision),
+                Some(left) => {
+                    info!(owner = %owner, wait_ms = left.as_millis() as u64, "this owner id still holds a live lease; waiting for it to run out");
+                    tokio::time::sleep(left).await;
+                }
+            }
+        };
         let incremental = self.store.capabilities().incremental_saves;
         let stored_version = pool.saved_version();
         let (durable, _) = watch::channel(Durable {
@@ -167,6 +176,7 @@ impl ManagerBuilder {
             failing: None,
             poisoned: BTreeMap::new(),
             halted: None,
+            stored_lease_until: pool_core::Timestamp::default(),
             waiters: Waiters::default(),
             provisioning: Provisioning::default(),
             recycling: Default::default(),
@@ -205,6 +215,15 @@ impl ManagerBuilder {
         manager.inner.shared.wait_saved(version).await?;
         Ok(manager)
     }
+}
+
+/// How long the stored lease of `owner` still runs, if it is live: another process with
+/// the same owner id may still be handing out its reservations.
+fn live_lease_left(pool: &Pool, owner: &OwnerId) -> Option<Duration> {
+    let lease = pool.owners().get(owner)?;
+    let now = Clock::new().now();
+    (lease.lease_until > now)
+        .then(|| lease.lease_until.saturating_since(now) + Duration::from_millis(50))
 }
 
 fn random_owner() -> OwnerId {
@@ -384,6 +403,13 @@ impl PoolManager {
         {
             bump(&sh.metrics.backpressure_waits);
             return Ok(Step::WaitSaved(st.pool.version()));
+        }
+        if !st.lease_is_safe(sh.now(), sh.config.owner_lease) {
+            // Renewing the lease needs a save; wait for it rather than hand out a
+            // project another manager may be about to quarantine.
+            return Ok(Step::WaitSaved(
+                st.pool.version().max(st.pool.saved_version() + 1),
+            ));
         }
         let stored = st.pool.saved_version();
         if let Some(id) = st.pool.first_reserved(&sh.owner, template, stored).cloned() {
@@ -674,6 +700,7 @@ impl PoolManager {
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let sh = &self.inner.shared;
         sh.stopping.store(true, Ordering::Release);
+        sh.lock().waiters.clear();
         sh.maintain.notify_one();
         let drained = tokio::time::timeout(deadline, self.drain()).await.is_ok();
         if !drained {

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use crate::metrics::{add_duration, bump};
-use crate::shared::{Durable, Shared};
+use crate::shared::{Durable, Shared, State};
 
 /// Where a save runs, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +231,7 @@ fn commit(shared: &Shared, job: &Job, rev: Revision, took: Duration, mode: SaveM
         st.failing = None;
         st.last_save = Some(Instant::now());
         st.unsaved_since = (st.unsaved() > 0).then(Instant::now);
+        note_stored_lease(shared, st);
         shared.serve_waiters(st);
         st.pool.saved_version()
     };
@@ -252,6 +253,16 @@ fn commit(shared: &Shared, job: &Job, rev: Revision, took: Duration, mode: SaveM
     }
 }
 
+/// Records this manager's lease as stored, if the stored state has it.
+fn note_stored_lease(shared: &Shared, st: &mut State) {
+    let saved = st.pool.saved_version();
+    if let Some(lease) = st.pool.owners().get(&shared.owner) {
+        if lease.version <= saved {
+            st.stored_lease_until = st.stored_lease_until.max(lease.lease_until);
+        }
+    }
+}
+
 /// After a lost race: load what the other writer stored and replay this manager's
 /// changes on top.
 async fn reload(shared: &Shared, attempt: &mut u32) {
@@ -270,6 +281,7 @@ async fn reload(shared: &Shared, attempt: &mut u32) {
         Ok(report) => {
             st.revision = Some(loaded.revision);
             st.stored_version = stored_version;
+            note_stored_lease(shared, &mut st);
             info!(
                 stored_version,
                 applied = report.applied.len(),

@@ -61,6 +61,9 @@ pub(crate) struct State {
     /// Projects whose change could not be stored, with the version of that change.
     pub(crate) poisoned: BTreeMap<ProjectId, u64>,
     pub(crate) halted: Option<String>,
+    /// This manager's lease as last stored: past it, other managers may quarantine
+    /// its reservations, so it hands nothing out once it gets close.
+    pub(crate) stored_lease_until: Timestamp,
     pub(crate) waiters: Waiters,
     pub(crate) provisioning: Provisioning,
     /// Projects being destroyed or reset by the provisioner.
@@ -95,6 +98,13 @@ impl State {
         self.pool
             .version()
             .saturating_sub(self.pool.saved_version())
+    }
+
+    /// Whether this manager's stored lease leaves enough margin to hand out: other
+    /// managers quarantine its reservations once the lease has run out, and clocks
+    /// differ a little between machines.
+    pub(crate) fn lease_is_safe(&self, now: Timestamp, lease: Duration) -> bool {
+        now.saturating_add(lease / 4) < self.stored_lease_until
     }
 
     /// Projects whose latest change is not stored: what a crash now could lose.

@@ -71,6 +71,11 @@ impl Waiters {
         self.queues.get(template).map_or(0, VecDeque::len)
     }
 
+    /// Drops every waiting caller; each is told the manager stopped serving.
+    pub(crate) fn clear(&mut self) {
+        self.queues.clear();
+    }
+
     /// Templates with waiting callers.
     pub(crate) fn templates(&self) -> Vec<TemplateName> {
         self.queues

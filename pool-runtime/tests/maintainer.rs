@@ -262,3 +262,27 @@ async fn the_cold_policy_provisions_for_the_caller() {
     assert_eq!(holders(&stored(&store).await)[conv(1).as_str()], a.project);
     m.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Callers waiting for a project are told at once when the manager shuts down.
+#[tokio::test(start_paused = true)]
+async fn shutdown_answers_waiting_callers() {
+    let store = MemoryStore::new();
+    let m = manager_with(&store, config(1), 0).await;
+    let waiter = {
+        let m = m.clone();
+        tokio::spawn(async move {
+            m.allocate(
+                &conv(1),
+                &template(),
+                OnEmpty::Wait(Duration::from_secs(600)),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = tokio::time::Instant::now();
+    assert!(m.shutdown(Duration::from_secs(5)).await.clean);
+    let answer = waiter.await.unwrap().unwrap_err();
+    assert_eq!(answer.code(), "shutting_down");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}

@@ -193,10 +193,16 @@ async fn a_restart_under_the_same_owner_quarantines_its_old_reservations() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     drop(first);
     store.clear_faults();
+    let restarted = tokio::time::Instant::now();
     let again = PoolManager::builder(Arc::new(store.clone()))
         .config(owned("manager-a", 4))
         .start();
     let again = again.await.unwrap();
+    assert!(
+        restarted.elapsed() >= Duration::from_secs(25),
+        "the restart must wait out the earlier run's live lease, waited {:?}",
+        restarted.elapsed()
+    );
     assert_eq!(again.metrics().quarantined, 4);
     let other = again
         .allocate(&conv(2), &template(), OnEmpty::Fail)
@@ -217,4 +223,66 @@ async fn a_restart_under_the_same_owner_quarantines_its_old_reservations() {
         .find(|r| r.id == unsaved.project)
         .unwrap();
     assert!(matches!(rec.state, ProjectState::Quarantined { .. }));
+}
+
+/// A manager whose saves keep failing stops handing out before its stored lease could
+/// run out, since another manager would then quarantine what it hands out.
+#[tokio::test(start_paused = true)]
+async fn no_hand_out_once_the_stored_lease_runs_short() {
+    let store = MemoryStore::new();
+    let mut cfg = owned("manager-a", 10);
+    cfg.owner_lease = Duration::from_secs(8);
+    cfg.max_unsaved_age = Duration::from_secs(3600);
+    let m = manager_with(&store, cfg, 10).await;
+    reserved(&m, 10).await;
+    store.set_down(true);
+    m.allocate(&conv(1), &template(), OnEmpty::Fail)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (c2, t) = (conv(2), template());
+    let late = tokio::time::timeout(Duration::from_secs(2), m.allocate(&c2, &t, OnEmpty::Fail));
+    assert!(
+        late.await.is_err(),
+        "handed out on a lease that may have run out"
+    );
+    store.set_down(false);
+    let after = m
+        .allocate(&conv(2), &template(), OnEmpty::Fail)
+        .await
+        .unwrap();
+    assert!(!after.repeat);
+    m.flush().await.unwrap();
+    check(&stored(&store).await);
+}
+
+/// Managers sharing a store each keep their own target ready.
+#[tokio::test(start_paused = true)]
+async fn each_manager_keeps_its_own_target() {
+    let store = MemoryStore::new();
+    let p = TestProvisioner::new(Duration::from_millis(200));
+    let start = |name: &'static str| {
+        PoolManager::builder(Arc::new(store.clone()))
+            .config(owned(name, 5))
+            .provisioner(p.clone())
+            .start()
+    };
+    let a = start("manager-a").await.unwrap();
+    let b = start("manager-b").await.unwrap();
+    reserved(&a, 5).await;
+    reserved(&b, 5).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(p.started(), 10);
+    assert!(
+        a.allocate(&conv(1), &template(), OnEmpty::Fail)
+            .await
+            .unwrap()
+            .warm
+    );
+    assert!(
+        b.allocate(&conv(2), &template(), OnEmpty::Fail)
+            .await
+            .unwrap()
+            .warm
+    );
 }
