@@ -24,7 +24,11 @@
 //!
 //! | feature | what it adds |
 //! | --- | --- |
-//! | `credential-chain` | [`S3Config::with_credential_chain`]: the standard AWS chain through `aws-config` (environment, profiles, web identity, container and instance metadata). Off by default, so nothing ever asks a metadata service unless chosen. |
+//! | `credential-chain` | `S3Config::with_credential_chain`: the standard AWS chain (aws-config) |
+//!
+//! The chain reads the environment and profile files and may ask the container and
+//! instance metadata services, so it is off by default and, even when compiled in, used
+//! only when asked for: by default credentials are the static keys in the configuration.
 //!
 //! ```
 //! use pool_s3::S3Config;

@@ -92,7 +92,10 @@ async fn serve(mut client: TcpStream, upstream: String, shared: Arc<Shared>) {
         let fault = shared.faults.lock().expect("faults").pop_front();
         match fault {
             Some(Fault::SlowDown) => {
-                let body = "<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>";
+                let body = concat!(
+                    "<Error><Code>SlowDown</Code>",
+                    "<Message>Reduce your request rate.</Message></Error>"
+                );
                 let _ = client
                     .write_all(error_response("503 Slow Down", body).as_bytes())
                     .await;
