@@ -92,10 +92,25 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the stored pool as a JSON snapshot.
+/// The key of an export that carries each project's metadata document beside the
+/// snapshot's own fields, so an export still reads as a plain snapshot.
+const METADATA_KEY: &str = "project_metadata";
+
+/// Writes the stored pool as a JSON snapshot, with every project's metadata document.
 pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let backend = stores::open(args.store.url(), &args.store).await?;
     let snapshot = load(&args.store).await?;
-    let bytes = snapshot.to_json_pretty();
+    let mut documents = serde_json::Map::new();
+    for record in &snapshot.projects {
+        let got = backend.metadata.get_metadata(&record.id).await;
+        let got = got.with_context(|| format!("reading the metadata of {}", record.id))?;
+        if let Some(v) = got {
+            documents.insert(record.id.to_string(), v.value);
+        }
+    }
+    let mut doc = serde_json::to_value(&snapshot)?;
+    doc[METADATA_KEY] = serde_json::Value::Object(documents);
+    let bytes = serde_json::to_vec_pretty(&doc)?;
     match &args.output {
         Some(path) => {
             std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?
@@ -108,6 +123,12 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
         snapshot.pool_version
     );
     Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct ExportedMetadata {
+    #[serde(default)]
+    project_metadata: std::collections::BTreeMap<pool_core::ProjectId, serde_json::Value>,
 }
 
 /// Stores a snapshot into an empty store (or over a stored pool with `--force`).
@@ -137,6 +158,12 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
             v.value.pool_version
         ),
     };
+    let documents: ExportedMetadata = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} has malformed project metadata", args.file.display()))?;
+    for (id, doc) in &documents.project_metadata {
+        let put = backend.metadata.put_metadata(id, doc, None).await;
+        put.with_context(|| format!("writing the metadata of {id}"))?;
+    }
     let count = snapshot.projects.len();
     let version = snapshot.pool_version;
     backend

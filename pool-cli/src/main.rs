@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser, Debug)]
 #[command(name = "pool", version, about, long_about = None)]
 struct Cli {
-    /// Log filter, e.g. `info` or `pool_runtime=debug` [env: POOL_LOG].
+    /// Log filter, e.g. `info` or `pool_runtime=debug`.
     #[arg(long, global = true, env = "POOL_LOG", default_value = "info")]
     log: String,
     #[command(subcommand)]

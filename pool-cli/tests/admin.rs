@@ -158,6 +158,22 @@ fn export_then_import_into_an_empty_store_migrates_the_pool() {
         "{said}"
     );
     assert_eq!(export(&second), original);
+    let documents = |bytes: &[u8]| -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(bytes).expect("json")["project_metadata"]
+            .clone()
+    };
+    let carried = documents(&std::fs::read(&file).expect("read the export"));
+    assert_eq!(
+        carried.as_object().map(|m| m.len()),
+        Some(8),
+        "every project's metadata is exported"
+    );
+    let (again, _) = succeed(&["export", "--store", &second]);
+    assert_eq!(
+        documents(again.as_bytes()),
+        carried,
+        "the metadata arrived in the new store"
+    );
     let (a, _) = succeed(&["status", "--json", "--store", &store]);
     let (b, _) = succeed(&["status", "--json", "--store", &second]);
     assert_eq!(a.replace(&store, ""), b.replace(&second, ""));
