@@ -497,7 +497,7 @@ impl PoolManager {
         let outcome = tokio::time::timeout(limit, guard.recv()).await;
         let a = match outcome {
             Ok(Some(a)) => a,
-            Ok(None) => return Err(ManagerError::ShuttingDown),
+            Ok(None) => return Err(sh.stopped_error()),
             Err(_) => match guard.give_up() {
                 Some(a) => a,
                 None => {

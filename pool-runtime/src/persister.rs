@@ -79,6 +79,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
             (pending, st.urgent)
         };
+        if shared.lock().halted.is_some() {
+            return;
+        }
         if !pending {
             if shared.is_stopping() {
                 return;
@@ -296,6 +299,9 @@ async fn reload(shared: &Shared, attempt: &mut u32) {
                 );
                 error!(lost = ?report.lost, evicted = report.evicted, "{reason}");
                 st.halted = Some(reason);
+                // Nothing will be saved or handed out any more: answer everyone waiting.
+                st.waiters.clear();
+                shared.durable.send_modify(|d| d.closed = true);
             }
         }
         Err(e) => {

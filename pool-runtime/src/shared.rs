@@ -178,7 +178,17 @@ impl Shared {
         let seen = rx.wait_for(|d| d.saved >= version || d.closed).await;
         match seen.map(|d| *d) {
             Ok(d) if d.saved >= version => Ok(()),
-            _ => Err(ManagerError::ShuttingDown),
+            _ => Err(self.stopped_error()),
+        }
+    }
+
+    /// Why this manager no longer serves: it was halted, or it is shutting down.
+    pub(crate) fn stopped_error(&self) -> ManagerError {
+        match &self.lock().halted {
+            Some(reason) => ManagerError::Halted {
+                reason: reason.clone(),
+            },
+            None => ManagerError::ShuttingDown,
         }
     }
 

@@ -286,3 +286,125 @@ async fn each_manager_keeps_its_own_target() {
             .warm
     );
 }
+
+/// One manager's view of a shared store that can be cut off, as a network partition
+/// would.
+#[derive(Debug)]
+struct Partitioned {
+    inner: MemoryStore,
+    cut: std::sync::atomic::AtomicBool,
+}
+
+impl Partitioned {
+    fn check(&self) -> Result<(), pool_storage::StoreError> {
+        if self.cut.load(std::sync::atomic::Ordering::SeqCst) {
+            let kind = pool_storage::ErrorKind::Unavailable;
+            return Err(pool_storage::StoreError::new(
+                kind,
+                "partitioned",
+                "cut off",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl pool_storage::PoolStore for Partitioned {
+    fn capabilities(&self) -> pool_storage::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn load(
+        &self,
+    ) -> Result<Option<pool_storage::Versioned<pool_core::PoolSnapshot>>, pool_storage::StoreError>
+    {
+        self.check()?;
+        self.inner.load().await
+    }
+    async fn save(
+        &self,
+        w: &pool_storage::PoolWrite,
+        p: &pool_storage::Precondition,
+    ) -> Result<pool_storage::Revision, pool_storage::StoreError> {
+        self.check()?;
+        self.inner.save(w, p).await
+    }
+}
+
+/// A manager cut off from the store long enough for another to declare it dead learns so
+/// at its next save: it halts, and callers waiting on it are answered at once instead of
+/// hanging.
+#[tokio::test(start_paused = true)]
+async fn a_manager_declared_dead_halts_and_answers_its_waiters() {
+    let store = MemoryStore::new();
+    let gate = Arc::new(Partitioned {
+        inner: store.clone(),
+        cut: std::sync::atomic::AtomicBool::new(false),
+    });
+    let mut cfg = owned("manager-a", 2);
+    cfg.owner_lease = Duration::from_secs(6);
+    let a = PoolManager::builder(gate.clone())
+        .config(cfg)
+        .start()
+        .await
+        .unwrap();
+    a.add_projects(&template(), ids("p", 2)).await.unwrap();
+    reserved(&a, 2).await;
+    let mut cfg_b = owned("manager-b", 0);
+    cfg_b.owner_lease = Duration::from_secs(6);
+    let b = PoolManager::builder(Arc::new(store.clone()))
+        .config(cfg_b)
+        .start()
+        .await
+        .unwrap();
+    gate.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    let early = a
+        .allocate(&conv(1), &template(), OnEmpty::Fail)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let waiter = {
+        let a = a.clone();
+        let wait = OnEmpty::Wait(Duration::from_secs(600));
+        tokio::spawn(async move { a.allocate(&conv(2), &template(), wait).await })
+    };
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(
+        !waiter.is_finished(),
+        "no hand-out on a lease that may have run out"
+    );
+    assert_eq!(
+        b.metrics().quarantined,
+        2,
+        "b declared a dead and quarantined its buffer"
+    );
+    gate.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    let answered = tokio::time::timeout(Duration::from_secs(30), waiter).await;
+    let err = answered
+        .expect("the waiter was answered")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), "halted", "{err}");
+    let again = a
+        .allocate(&conv(3), &template(), OnEmpty::Fail)
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), "halted");
+    assert!(matches!(
+        a.status().health,
+        pool_runtime::Health::Halted { .. }
+    ));
+    b.flush().await.unwrap();
+    let snap = stored(&store).await;
+    check(&snap);
+    let rec = snap
+        .projects
+        .iter()
+        .find(|r| r.id == early.project)
+        .unwrap();
+    assert!(
+        matches!(rec.state, ProjectState::Quarantined { .. }),
+        "{:?}",
+        rec.state
+    );
+}
