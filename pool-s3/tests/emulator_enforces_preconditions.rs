@@ -140,7 +140,7 @@ async fn emulator_makes_check_and_write_one_step() {
         assert_eq!(
             winners, 1,
             "EMULATOR CHECKS AND WRITES SEPARATELY: {winners} of {WRITERS} create-only PUTs \
-             won round {round}; start moto through pool-s3/tests/support/moto_serialized.py"
+             won round {round}; start moto one request at a time, as `cargo xtask test` does"
         );
     }
 }
