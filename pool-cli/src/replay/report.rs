@@ -211,9 +211,9 @@ impl RunData {
             "replayed {} arrivals of {} ({} of trace time) on the {} clock in {}",
             s.arrivals,
             s.trace,
-            humantime::format_duration(Duration::from_millis(self.end.as_millis() as u64)),
+            short(self.end),
             s.mode,
-            humantime::format_duration(Duration::from_millis(self.wall.as_millis() as u64)),
+            short(self.wall),
         );
         if let (Some(t), Some(p), Some(c)) = (s.target, self.provision_time, s.max_in_flight) {
             let _ = writeln!(
@@ -388,6 +388,16 @@ impl RunData {
     fn span(&self) -> Duration {
         self.arrivals.last().map(|a| a.at).unwrap_or_default()
     }
+}
+
+/// A duration rounded for people: whole seconds from 10 s up, milliseconds below.
+fn short(d: Duration) -> humantime::FormattedDuration {
+    let d = if d >= Duration::from_secs(10) {
+        Duration::from_secs(d.as_secs_f64().round() as u64)
+    } else {
+        Duration::from_millis(d.as_millis() as u64)
+    };
+    humantime::format_duration(d)
 }
 
 fn human_seconds(s: f64) -> String {
