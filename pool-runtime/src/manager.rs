@@ -80,7 +80,8 @@ pub struct Status {
     pub saved_version: u64,
     /// Changes made since the last save.
     pub unsaved_changes: u64,
-    /// Time since the last successful save, if there was one.
+    /// Time since the last successful save, if there was one (milliseconds in JSON).
+    #[serde(rename = "last_save_age_ms", serialize_with = "millis")]
     pub last_save_age: Option<Duration>,
     /// Whether saves succeed.
     pub health: Health,
@@ -88,6 +89,13 @@ pub struct Status {
     pub templates: BTreeMap<TemplateName, TemplateStatus>,
     /// The manager's counters.
     pub metrics: MetricsSnapshot,
+}
+
+fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_secs_f64() * 1e3).round()),
+        None => s.serialize_none(),
+    }
 }
 
 /// What [`PoolManager::shutdown`] achieved.
