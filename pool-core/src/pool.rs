@@ -21,6 +21,11 @@ pub struct OwnerLease {
     pub lease_until: Timestamp,
     /// The pool version of the lease's last change.
     pub version: u64,
+    /// Which run of the owner holds the lease: a process that registers under an owner
+    /// id another process used draws a new one, so the older process can tell it was
+    /// replaced (zero in documents written before runs were told apart).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// A project handed to a conversation.
@@ -576,10 +581,18 @@ impl Pool {
 
     /// Registers `owner` or renews its lease.
     pub fn renew_owner(&mut self, owner: &OwnerId, lease_until: Timestamp) {
+        let incarnation = self.owners.get(owner).map_or(0, |l| l.incarnation);
+        self.register_owner(owner, lease_until, incarnation);
+    }
+
+    /// Registers one run of `owner`, with the lease until `lease_until`; `incarnation`
+    /// tells this run apart from any earlier run under the same owner id.
+    pub fn register_owner(&mut self, owner: &OwnerId, lease_until: Timestamp, incarnation: u64) {
         self.version += 1;
         let lease = OwnerLease {
             lease_until,
             version: self.version,
+            incarnation,
         };
         self.owners.insert(owner.clone(), lease);
     }

@@ -56,6 +56,9 @@ impl Pool {
             match merged.projects.get(&rec.id) {
                 Some(theirs) if theirs.version > base => report.overridden.push(rec.id.clone()),
                 None if !added_here => report.overridden.push(rec.id.clone()),
+                Some(_) if quarantines_a_live_owner(&rec, &merged, me, base) => {
+                    report.overridden.push(rec.id.clone());
+                }
                 _ => {
                     let id = rec.id.clone();
                     merged.put(demote_double_holding(rec, &merged, me));
@@ -80,6 +83,16 @@ impl Pool {
     }
 
     fn merge_owners(&self, merged: &mut Pool, me: &OwnerId, base: u64, report: &mut RebaseReport) {
+        let mine = self.owners.get(me).map(|l| l.incarnation);
+        let theirs = merged.owners.get(me).map(|l| l.incarnation);
+        if let (Some(mine), Some(theirs)) = (mine, theirs) {
+            if mine != theirs {
+                // Another process registered under this owner id: its reservations are
+                // not ours, and ours were quarantined when it registered.
+                report.evicted = true;
+                return;
+            }
+        }
         for (owner, lease) in &self.owners {
             if lease.version > base {
                 merged.renew_owner(owner, lease.lease_until);
@@ -165,4 +178,18 @@ fn demote_double_holding(rec: ProjectRecord, merged: &Pool, me: &OwnerId) -> Pro
         },
         _ => rec,
     }
+}
+
+/// Whether `rec` is this manager's quarantine of another owner's project although that
+/// owner renewed its lease after `base`: the quarantine was decided on a stale view (the
+/// owner was only slow, or this manager was paused) and is void.
+fn quarantines_a_live_owner(rec: &ProjectRecord, merged: &Pool, me: &OwnerId, base: u64) -> bool {
+    let ProjectState::Quarantined {
+        former_owner: Some(owner),
+        ..
+    } = &rec.state
+    else {
+        return false;
+    };
+    owner != me && merged.owners.get(owner).is_some_and(|l| l.version > base)
 }

@@ -680,7 +680,8 @@ fn owner_leases_renew_and_expire() {
         pool.owners()[&owner("b")],
         OwnerLease {
             lease_until: at(2_000),
-            version: 2
+            version: 2,
+            incarnation: 0
         }
     );
     assert!(pool.expired_owners(at(999)).is_empty());
@@ -692,7 +693,8 @@ fn owner_leases_renew_and_expire() {
         pool.owners()[&owner("a")],
         OwnerLease {
             lease_until: at(5_000),
-            version: 3
+            version: 3,
+            incarnation: 0
         }
     );
     assert_eq!(pool.expired_owners(at(2_000)), vec![owner("b")]);

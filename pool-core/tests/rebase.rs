@@ -82,7 +82,8 @@ fn changes_only_this_manager_made_are_kept() {
         a.pool.owners()[&owner("b")],
         OwnerLease {
             lease_until: at(90_000),
-            version: 20
+            version: 20,
+            incarnation: 0
         }
     );
     assert_eq!(store.snapshot, a.pool.snapshot());
@@ -368,12 +369,19 @@ fn owner_leases_merge_per_owner() {
     let got = store.save(&mut a).unwrap();
     assert_eq!(got.lost, Vec::<ProjectId>::new());
     assert_eq!(store.snapshot.owners[&owner("b")].lease_until, at(200_000));
-    // b survived, but its reservations did not: it learns so on its next rebase.
+    // A's quarantine was decided on a stale view of b: it is void, b keeps them.
     let got = store.rebase(&mut b);
-    assert_eq!(
-        (got.lost, got.evicted),
-        (ids(&["p-3", "p-4", "p-5"]), false)
-    );
+    assert_eq!((got.lost, got.evicted), (Vec::<ProjectId>::new(), false));
+    for p in ["p-3", "p-4", "p-5"] {
+        let state = &store
+            .snapshot
+            .projects
+            .iter()
+            .find(|r| r.id.as_str() == p)
+            .unwrap()
+            .state;
+        assert_eq!(state, &ProjectState::Reserved { owner: owner("b") }, "{p}");
+    }
 }
 
 #[test]
@@ -388,4 +396,24 @@ fn a_rebase_onto_a_corrupt_snapshot_is_refused_and_changes_nothing() {
     assert!(a.pool.rebase(bad, &owner("a")).is_err());
     assert_eq!(a.pool.snapshot(), before);
     assert_eq!(a.pool.saved_version(), 18);
+}
+
+#[test]
+fn a_second_run_under_the_same_owner_id_evicts_the_first() {
+    let stored = Pool::new().snapshot();
+    let me = owner("shared");
+    let mut first = Pool::from_snapshot(stored.clone()).unwrap();
+    first.register_owner(&me, at(10_000), 1);
+    let mut second = Pool::from_snapshot(stored).unwrap();
+    second.register_owner(&me, at(20_000), 2);
+    let written = second.snapshot();
+    first.renew_owner(&me, at(30_000));
+    let report = first.rebase(written, &me).unwrap();
+    assert!(report.evicted, "{report:?}");
+    assert!(report.ownership_lost());
+    assert_eq!(
+        first.owners()[&me].incarnation,
+        2,
+        "the second run's lease stands"
+    );
 }

@@ -418,3 +418,12 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn documents_written_before_owner_runs_were_told_apart_still_load() {
+    let now = String::from_utf8(every_state().snapshot().to_json_pretty()).unwrap();
+    let older = now.replace(",\n      \"incarnation\": 0", "");
+    assert_ne!(older, now, "the golden owner lease carries an incarnation");
+    let loaded = PoolSnapshot::from_json(older.as_bytes()).unwrap();
+    assert_eq!(loaded, every_state().snapshot());
+}

@@ -54,6 +54,13 @@ pub enum ManagerError {
     /// The template is not one this manager serves.
     #[error("template {0} is not configured")]
     UnknownTemplate(TemplateName),
+    /// The store refused the change that handed out this project, for good; in durable
+    /// mode such a hand-out is not acknowledged.
+    #[error("the hand-out of project {project} could not be stored")]
+    NotStored {
+        /// The project.
+        project: ProjectId,
+    },
     /// A project's metadata could not be found.
     #[error("project {0} has no metadata")]
     NoMetadata(ProjectId),
@@ -75,6 +82,7 @@ impl ManagerError {
             Self::ShuttingDown => "shutting_down",
             Self::Provision { .. } => "provision_failed",
             Self::UnknownTemplate(_) => "unknown_template",
+            Self::NotStored { .. } => "not_stored",
             Self::NoMetadata(_) => "no_metadata",
         }
     }

@@ -188,6 +188,7 @@ impl ManagerBuilder {
             waiters: Waiters::default(),
             provisioning: Provisioning::default(),
             recycling: Default::default(),
+            undelivered: Default::default(),
         };
         let cache = self
             .metadata
@@ -260,7 +261,8 @@ fn register(shared: &Shared) -> u64 {
         warn!(owner = %shared.owner, project_ids = ?stale, "an earlier run of this manager left reservations; quarantined them");
     }
     let until = now.saturating_add(shared.config.owner_lease);
-    st.pool.renew_owner(&shared.owner, until);
+    st.pool
+        .register_owner(&shared.owner, until, rand::rng().random());
     shared.changed(&mut st, before);
     st.pool.version()
 }
@@ -404,6 +406,7 @@ impl PoolManager {
             });
         }
         if let Some(a) = st.pool.holder_of(conversation) {
+            st.undelivered.remove(&a.project);
             return Ok(Step::Done(a, 0));
         }
         if st.unsaved_changes() >= sh.config.max_unsaved as u64
@@ -477,6 +480,11 @@ impl PoolManager {
 
     fn check_still_held(&self, a: &pool_core::Allocation) -> Result<(), ManagerError> {
         let st = self.shared().lock();
+        if st.poisoned.contains_key(&a.project) {
+            return Err(ManagerError::NotStored {
+                project: a.project.clone(),
+            });
+        }
         let held = st
             .pool
             .get(&a.project)
@@ -550,6 +558,7 @@ impl PoolManager {
         let sh = self.shared();
         let mut st = sh.lock();
         if let Some(a) = st.pool.holder_of(conversation) {
+            st.undelivered.remove(&a.project);
             return Ok(Step::Done(a, 0));
         }
         let Some(rec) = st.pool.get(project) else {
@@ -749,6 +758,13 @@ impl PoolManager {
 
     async fn drain(&self) {
         let sh = &self.inner.shared;
+        // Provisions in flight are abandoned: waiting for them could take minutes, and
+        // their projects are not in the pool yet.
+        let abandoned = sh.provisions_in_flight();
+        if abandoned > 0 {
+            warn!(abandoned, "shutdown stops provisions in flight");
+        }
+        sh.lock_tasks().abort_all();
         sh.join_tasks().await;
         {
             let mut st = sh.lock();
@@ -762,7 +778,16 @@ impl PoolManager {
             }
             sh.changed(&mut st, before);
         }
-        if self.flush().await.is_err() {
+        let version = sh.lock().pool.version();
+        let stored = if sh.saver_running.load(Ordering::Acquire) {
+            sh.wait_saved(version).await.is_ok()
+        } else {
+            // The saver already ended, having had nothing left to save: this last save
+            // is the planned final one, not a fallback.
+            persister::save_all(sh, SaveMode::Inline).await;
+            sh.lock().pool.saved_version() >= version
+        };
+        if !stored {
             error!("final save did not complete");
             return;
         }

@@ -68,6 +68,10 @@ pub(crate) struct State {
     pub(crate) provisioning: Provisioning,
     /// Projects being destroyed or reset by the provisioner.
     pub(crate) recycling: HashSet<ProjectId>,
+    /// Fresh hand-outs sent to a waiting caller that has not taken them yet. A caller
+    /// that gives up returns its project only while it is here: once any request has
+    /// been told the conversation holds it, it stays held.
+    pub(crate) undelivered: HashSet<ProjectId>,
 }
 
 impl State {
@@ -227,6 +231,16 @@ impl Shared {
         }
     }
 
+    /// Provisions this manager is running, over all templates.
+    pub(crate) fn provisions_in_flight(&self) -> usize {
+        self.lock()
+            .provisioning
+            .templates
+            .values()
+            .map(|t| t.in_flight)
+            .sum()
+    }
+
     /// Hands durably reserved projects to waiting callers, oldest first.
     pub(crate) fn serve_waiters(&self, st: &mut State) {
         let before = st.pool.version();
@@ -244,6 +258,7 @@ impl Shared {
                     break;
                 };
                 if let Some(a) = st.pool.holder_of(&w.conversation) {
+                    st.undelivered.remove(&a.project);
                     let _ = w.tx.send(a);
                     continue;
                 }
@@ -254,8 +269,14 @@ impl Shared {
                     .allocate_project(&self.owner, &w.conversation, &id, token, now, lease)
                 {
                     Ok(a) => {
-                        if let Err(a) = w.tx.send(a) {
-                            let _ = st.pool.return_undelivered(&a.project, a.token, now);
+                        let project = a.project.clone();
+                        match w.tx.send(a) {
+                            Ok(()) => {
+                                st.undelivered.insert(project);
+                            }
+                            Err(a) => {
+                                let _ = st.pool.return_undelivered(&a.project, a.token, now);
+                            }
                         }
                     }
                     Err(e) => {

@@ -117,6 +117,9 @@ impl WaitGuard {
     pub(crate) async fn recv(&mut self) -> Option<Allocation> {
         let got = (&mut self.rx).await.ok();
         self.done = true;
+        if let Some(a) = &got {
+            self.shared.lock().undelivered.remove(&a.project);
+        }
         got
     }
 
@@ -127,7 +130,11 @@ impl WaitGuard {
         if st.waiters.remove(&self.template, self.ticket) {
             return None;
         }
-        self.rx.try_recv().ok()
+        let got = self.rx.try_recv().ok();
+        if let Some(a) = &got {
+            st.undelivered.remove(&a.project);
+        }
+        got
     }
 }
 
@@ -140,7 +147,8 @@ impl Drop for WaitGuard {
         if st.waiters.remove(&self.template, self.ticket) {
             return;
         }
-        if let Ok(a) = self.rx.try_recv() {
+        let Ok(a) = self.rx.try_recv() else { return };
+        if st.undelivered.remove(&a.project) {
             let before = st.pool.version();
             let _ = st
                 .pool

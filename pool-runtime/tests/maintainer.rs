@@ -286,3 +286,42 @@ async fn shutdown_answers_waiting_callers() {
     assert_eq!(answer.code(), "shutting_down");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+/// Two requests of one conversation wait (a client retry); both are served, then the
+/// first goes away before it reads its answer. The project stays with the conversation,
+/// since the second request was told it holds it.
+#[tokio::test(start_paused = true)]
+async fn a_caller_giving_up_keeps_a_project_another_request_was_told_of() {
+    let store = MemoryStore::new();
+    let m = manager_with(&store, config(2), 0).await;
+    let (c, t) = (conv(1), template());
+    let wait = OnEmpty::Wait(Duration::from_secs(10));
+    let mut first = Box::pin(m.allocate(&c, &t, wait));
+    assert!(
+        tokio::time::timeout(Duration::ZERO, first.as_mut())
+            .await
+            .is_err()
+    );
+    let mut second = Box::pin(m.allocate(&c, &t, wait));
+    assert!(
+        tokio::time::timeout(Duration::ZERO, second.as_mut())
+            .await
+            .is_err()
+    );
+    assert_eq!(m.status().templates[&t].waiting, 2);
+    m.add_projects(&t, ids("p", 2)).await.unwrap();
+    eventually(Duration::from_secs(5), || {
+        m.status().templates[&t].waiting == 0
+    })
+    .await;
+    drop(first);
+    let held = second.await.unwrap();
+    for i in 2..4 {
+        let other = m.allocate(&conv(i), &t, OnEmpty::Fail).await;
+        assert!(other.is_err() || other.unwrap().project != held.project);
+    }
+    assert_eq!(
+        m.allocate(&c, &t, OnEmpty::Fail).await.unwrap().project,
+        held.project
+    );
+}

@@ -262,3 +262,22 @@ async fn flush_falls_back_to_an_inline_save_when_the_saver_is_gone() {
     let report = m.shutdown(Duration::from_secs(5)).await;
     assert!(report.clean, "{report:?}");
 }
+
+/// In durable mode, a hand-out the store refuses for good is not acknowledged.
+#[tokio::test(start_paused = true)]
+async fn a_durable_hand_out_the_store_refuses_is_not_acknowledged() {
+    let store = MemoryStore::new();
+    let mut cfg = config(2);
+    cfg.durability = Durability::Durable;
+    let m = manager_with(&store, cfg, 2).await;
+    reserved(&m, 2).await;
+    for p in ids("p", 2) {
+        store.fail_saves_touching(p, false, None);
+    }
+    let err = m
+        .allocate(&conv(1), &template(), OnEmpty::Fail)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "not_stored", "{err}");
+    assert!(holders(&stored(&store).await).is_empty());
+}
