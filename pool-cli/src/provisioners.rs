@@ -111,8 +111,10 @@ impl ExecProvisioner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .map_err(|e| ProvisionError(format!("cannot run {:?}: {e}", self.command)))?;
+        let mut group = child.id().map(|pid| ProcessGroup { pid, armed: true });
         let mut stdout = child
             .stdout
             .take()
@@ -133,7 +135,12 @@ impl ExecProvisioner {
             a.and(b).and(status).map(|status| (status, out, err))
         };
         let (status, out, err) = match tokio::time::timeout(self.timeout, work).await {
-            Ok(Ok(done)) => done,
+            Ok(Ok(done)) => {
+                if let Some(g) = group.as_mut() {
+                    g.armed = false;
+                }
+                done
+            }
             Ok(Err(e)) => return Err(ProvisionError(format!("running {:?}: {e}", self.command))),
             Err(_) => {
                 return Err(ProvisionError(format!(
@@ -188,6 +195,27 @@ impl Provisioner for ExecProvisioner {
     }
 }
 
+/// The process group of one command run: whatever the command started is stopped with
+/// it when the run ends early (a timeout, or a shutdown that abandons the provision).
+/// A command that finished on its own keeps whatever it started in the background.
+struct ProcessGroup {
+    pid: u32,
+    armed: bool,
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // The group is the command's alone (`process_group(0)`).
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.pid)])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// The provisioner a `--provisioner` value names: `local` or `exec:COMMAND`.
 pub fn from_spec(
     spec: &str,
@@ -226,6 +254,31 @@ mod tests {
         assert_eq!(parts[2].len(), 5);
         assert!(parts[2].chars().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(a.metadata["project_id"], a.id.as_str());
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_command_takes_what_it_started_with_it() {
+        let dir = std::env::temp_dir().join(format!("pool-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = dir.join("child.pid");
+        let cmd = format!(
+            "f() {{ sleep 30 & echo $! > {}; wait; }}; f",
+            pid_file.display()
+        );
+        let slow = ExecProvisioner::new(cmd, Duration::from_millis(300));
+        let t = TemplateName::new("web").unwrap();
+        assert!(slow.provision(&t).await.is_err());
+        let pid = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .to_owned();
+        let gone = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.is_empty() || stat.contains(") Z ")
+        });
+        assert!(gone, "the command's child {pid} outlived the timeout");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
