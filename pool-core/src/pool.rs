@@ -173,6 +173,12 @@ impl Pool {
         self.projects.insert(rec.id.clone(), rec);
     }
 
+    fn record(&self, id: &ProjectId) -> Result<&ProjectRecord, PoolError> {
+        self.projects
+            .get(id)
+            .ok_or_else(|| PoolError::UnknownProject(id.clone()))
+    }
+
     /// Moves one project to the state `next` computes from its current one.
     fn transition(
         &mut self,
@@ -400,10 +406,7 @@ impl Pool {
         token: AllocationToken,
         now: Timestamp,
     ) -> Result<(), PoolError> {
-        let rec = self
-            .projects
-            .get(id)
-            .ok_or_else(|| PoolError::UnknownProject(id.clone()))?;
+        let rec = self.record(id)?;
         if let ProjectState::Active { token: held, .. } = &rec.state {
             return check_token(id, *held, token);
         }
@@ -433,10 +436,7 @@ impl Pool {
         token: AllocationToken,
         now: Timestamp,
     ) -> Result<(), PoolError> {
-        let rec = self
-            .projects
-            .get(id)
-            .ok_or_else(|| PoolError::UnknownProject(id.clone()))?;
+        let rec = self.record(id)?;
         if let ProjectState::Archived {
             token: Some(held), ..
         } = &rec.state
@@ -556,10 +556,7 @@ impl Pool {
     /// Removes a project in a final state (archived, quarantined or failed) once it has
     /// been destroyed.
     pub fn remove(&mut self, id: &ProjectId) -> Result<ProjectRecord, PoolError> {
-        let rec = self
-            .projects
-            .get(id)
-            .ok_or_else(|| PoolError::UnknownProject(id.clone()))?;
+        let rec = self.record(id)?;
         let terminal = matches!(
             rec.state.kind(),
             StateKind::Archived | StateKind::Quarantined | StateKind::Failed

@@ -299,12 +299,18 @@ struct Inner {
     saver: Mutex<Option<JoinHandle<()>>>,
 }
 
+impl Inner {
+    fn take_saver(&self) -> Option<JoinHandle<()>> {
+        self.saver.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 impl Drop for Inner {
     /// Dropping the last handle without [`PoolManager::shutdown`] stops every background
     /// task where it stands, as a crash would.
     fn drop(&mut self) {
         self.shared.lock_tasks().abort_all();
-        if let Some(saver) = self.saver.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(saver) = self.take_saver() {
             saver.abort();
         }
     }
@@ -727,12 +733,7 @@ impl PoolManager {
             );
         }
         sh.lock_tasks().abort_all();
-        let saver = self
-            .inner
-            .saver
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let saver = self.inner.take_saver();
         if let Some(saver) = saver {
             saver.abort();
         }
@@ -792,12 +793,7 @@ impl PoolManager {
             return;
         }
         sh.wake.notify_one();
-        let saver = self
-            .inner
-            .saver
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let saver = self.inner.take_saver();
         if let Some(saver) = saver {
             if let Err(e) = saver.await {
                 error!(error = %e, "background saver ended abnormally");
