@@ -6,6 +6,8 @@
 //! | feature | what it adds |
 //! | --- | --- |
 //! | `sqlite` (default) | `sqlite://PATH` stores (embedded SQLite, bundled) |
+//! | `azure` | `azure://ACCOUNT/CONTAINER[/PREFIX]` stores and the `--azure-*` options |
+//! | `s3` | `s3://BUCKET[/PREFIX]` stores and the `--s3-*` options |
 
 pub mod admin;
 pub mod http;

@@ -2,7 +2,7 @@
 //! built-in defaults.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -143,12 +143,9 @@ pub struct Settings {
 impl Settings {
     /// Resolves `args` over the file they name over the defaults.
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Self> {
+        let mut store_args = args.store.clone();
         let file = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
-            }
+            Some(path) => read_file(path, &mut store_args)?,
             None => FileSettings::default(),
         };
         let store = args
@@ -222,7 +219,7 @@ impl Settings {
         };
         Ok(Self {
             store,
-            store_args: args.store.clone(),
+            store_args,
             listen,
             api_token,
             provisioner: args
@@ -249,6 +246,19 @@ impl Settings {
                 .unwrap_or(Duration::from_secs(30)),
         })
     }
+}
+
+/// Reads a config file: the backend options into `store_args` where flags and
+/// environment left them unset, everything else strictly into [`FileSettings`].
+fn read_file(path: &Path, store_args: &mut StoreArgs) -> anyhow::Result<FileSettings> {
+    let context = || format!("parsing {}", path.display());
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut table: toml::Table = toml::from_str(&text).with_context(context)?;
+    store_args
+        .fill_from_file(&mut table)
+        .with_context(context)?;
+    toml::Value::Table(table).try_into().with_context(context)
 }
 
 /// The shortest owner lease accepted: renewals must fit well inside it.
@@ -351,6 +361,28 @@ mod tests {
             ..args
         };
         assert!(Settings::resolve(&with).is_ok());
+    }
+
+    #[test]
+    fn backend_options_can_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pool.toml");
+        std::fs::write(
+            &path,
+            "store = \"s3://bucket\"\ns3_region = \"eu-west-1\"\n",
+        )
+        .unwrap();
+        let resolved = Settings::resolve(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        });
+        #[cfg(feature = "s3")]
+        assert_eq!(
+            resolved.unwrap().store_args.s3.s3_region.as_deref(),
+            Some("eu-west-1")
+        );
+        #[cfg(not(feature = "s3"))]
+        assert!(format!("{:#}", resolved.unwrap_err()).contains("`s3` feature"));
     }
 
     #[test]

@@ -57,7 +57,12 @@ fn help_documents_every_option_with_its_variable_and_default() {
     let out = run_pool(&["serve", "--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    let blocks = option_blocks(&help);
+    // The Azure and S3 options of builds with those backends are checked by
+    // backend_options.rs.
+    let blocks: Vec<(String, String)> = option_blocks(&help)
+        .into_iter()
+        .filter(|(f, _)| !f.starts_with("--azure-") && !f.starts_with("--s3-"))
+        .collect();
     let flags: Vec<&str> = blocks.iter().map(|(f, _)| f.as_str()).collect();
     let mut expected: Vec<&str> = OPTIONS.iter().map(|(f, _, _)| *f).collect();
     expected.push("--help");
