@@ -25,7 +25,7 @@ mod enabled {
     #[derive(clap::Args, Debug, Clone, Default)]
     pub struct AzureArgs {
         /// Blob service endpoint, e.g. a private endpoint
-        /// [default: https://ACCOUNT.blob.core.windows.net]
+        /// [default: `https://ACCOUNT.blob.core.windows.net`]
         #[arg(long, help_heading = HEADING, env = "POOL_AZURE_ENDPOINT", value_name = "URL")]
         pub azure_endpoint: Option<String>,
         /// Storage account key (base64). It is never sent: short-lived SAS tokens are
