@@ -62,11 +62,13 @@ fn serve(templates: &str) -> Server {
     let server = Server { child, port };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        // Reserved and stored: a reservation not yet stored is not handed out warm.
         let filled = get(port, "/v1/pool").and_then(|b| {
             let v: Value = serde_json::from_str(&b).ok()?;
-            v["templates"]["default"]["reserved_here"].as_u64()
+            let reserved = v["templates"]["default"]["reserved_here"].as_u64()?;
+            Some((reserved, v["unsaved_changes"].as_u64()?))
         });
-        if filled.is_some_and(|n| n >= 300) {
+        if filled.is_some_and(|(n, unsaved)| n >= 300 && unsaved == 0) {
             return server;
         }
         assert!(

@@ -60,7 +60,8 @@ fn run_steps(options: &Options, steps: &mut Steps) -> Result<()> {
             Emulators::start,
         )?)
     };
-    let mut test = cargo(["test", "--workspace", "--all-features"]);
+    // Every crate's tests run even when one fails, so one failure hides nothing.
+    let mut test = cargo(["test", "--workspace", "--all-features", "--no-fail-fast"]);
     test.args(&options.test_args);
     if let Some(emulators) = &emulators {
         test.envs(emulators.env().iter().map(|(key, value)| (key, value)));
