@@ -271,14 +271,21 @@ fn token_of(body: &Bytes) -> Result<AllocationToken, ApiError> {
         .map_err(|e: pool_core::TokenError| ApiError::bad_request("bad_body", e.to_string()))
 }
 
+/// The project a request names and the holder's token from its body.
+fn held(
+    project_id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(ProjectId, AllocationToken), ApiError> {
+    let Path(project_id) = project_id?;
+    Ok((project(&project_id)?, token_of(&body?)?))
+}
+
 async fn mark_active(
     State(state): State<AppState>,
     project_id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Path(project_id) = project_id?;
-    let project = project(&project_id)?;
-    let token = token_of(&body?)?;
+    let (project, token) = held(project_id, body)?;
     state.manager.mark_active(&project, token).await?;
     Ok(Json(json!({"project_id": project, "state": "active"})))
 }
@@ -288,9 +295,7 @@ async fn archive(
     project_id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Path(project_id) = project_id?;
-    let project = project(&project_id)?;
-    let token = token_of(&body?)?;
+    let (project, token) = held(project_id, body)?;
     state.manager.archive(&project, token).await?;
     Ok(Json(json!({"project_id": project, "state": "archived"})))
 }
