@@ -183,6 +183,60 @@ fn simulated_replays_are_deterministic() {
     );
 }
 
+#[test]
+fn the_command_prints_the_same_json_on_every_run() {
+    let run = || {
+        let out = pool()
+            .arg("replay")
+            .arg(fixture("azure_llm_2023_replay_thin20.csv"))
+            .args([
+                "--target",
+                "10",
+                "--provision-time",
+                "5s",
+                "--max-in-flight",
+                "4",
+            ])
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let first = run();
+    assert!(!first.is_empty());
+    assert_eq!(first, run());
+}
+
+#[test]
+fn the_real_clock_runs_in_scaled_real_time() {
+    let full = Trace::read(&fixture("azure_llm_2023_burst60s.csv")).unwrap();
+    let trace = Trace {
+        name: "first 60 of burst60s".into(),
+        offsets: full.offsets[..60].to_vec(),
+    };
+    let speed = 10.0;
+    let p = SimParams {
+        clock: SimClock::Real { speed },
+        ..params(80, 1, 8)
+    };
+    let run = replay::sim::run(&trace, &p, &ProgressBar::hidden()).unwrap();
+    let s = run.summary();
+    assert_eq!(s.mode, "real");
+    assert_eq!((s.arrivals, s.warm, s.stockouts), (60, 60, 0), "{s:?}");
+    let scaled = trace.span().div_f64(speed);
+    assert!(run.wall >= scaled, "{:?} < {scaled:?}", run.wall);
+    assert!(
+        run.wall < trace.span(),
+        "{:?} is not faster than the trace",
+        run.wall
+    );
+}
+
 fn pool() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pool"));
     c.env_remove("POOL_LOG").env_remove("POOL_API_TOKEN");

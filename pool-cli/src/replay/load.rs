@@ -333,6 +333,9 @@ async fn exchange(
     Ok(())
 }
 
+/// The ready counts sampled so far, and the latest full sample.
+type Samples = (Vec<(Duration, u64)>, PoolSample);
+
 /// What the service's pool status says at one moment.
 #[derive(Debug, Clone, Copy, Default)]
 struct PoolSample {
@@ -447,8 +450,8 @@ async fn drive(
     drop(done_tx);
 
     let start = Instant::now();
-    let samples: Arc<Mutex<Vec<(Duration, u64)>>> =
-        Arc::new(Mutex::new(vec![(Duration::ZERO, before.ready)]));
+    let samples: Arc<Mutex<Samples>> =
+        Arc::new(Mutex::new((vec![(Duration::ZERO, before.ready)], before)));
     let sampler = {
         let (requests, samples, template) =
             (requests.clone(), samples.clone(), params.template.clone());
@@ -458,10 +461,9 @@ async fn drive(
             loop {
                 tick.tick().await;
                 if let Ok(s) = sample(&mut conn, &requests, &template).await {
-                    samples
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((start.elapsed(), s.ready));
+                    let mut seen = samples.lock().unwrap_or_else(|p| p.into_inner());
+                    seen.0.push((start.elapsed(), s.ready));
+                    seen.1 = s;
                 }
             }
         })
@@ -515,7 +517,23 @@ async fn drive(
         .max()
         .unwrap_or(start);
     sampler.abort();
-    let after = sample(&mut status_conn, &requests, &params.template).await?;
+    let latest = samples.lock().unwrap_or_else(|p| p.into_inner()).1;
+    let after = match tokio::time::timeout(
+        Duration::from_secs(10),
+        sample(&mut status_conn, &requests, &params.template),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        failed => {
+            let reason = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "no answer within 10 s".into(),
+            };
+            tracing::warn!(%reason, "the final pool status could not be read; provisions and store writes are counted up to the last sample");
+            latest
+        }
+    };
 
     let elapsed = last.saturating_duration_since(start);
     let mut arrivals = Vec::with_capacity(trace.len());
@@ -536,7 +554,7 @@ async fn drive(
             latency,
         });
     }
-    let mut ready = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut ready = samples.lock().unwrap_or_else(|p| p.into_inner()).0.clone();
     ready.push((elapsed, after.ready));
     lag.sort_unstable();
     let mut data = RunData {
