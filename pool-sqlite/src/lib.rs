@@ -13,6 +13,9 @@
 //! rather than on tokio's blocking pool. SQLite admits one writer at a time anyway; one
 //! thread keeps this process's writes in the order they were asked for, keeps the writing
 //! connection's prepared statements warm, and never parks blocking-pool threads on a lock.
+//! It also lets metadata writes queued together share one transaction (each in a
+//! savepoint of its own, each answered after the commit), so provisioning a burst of
+//! projects costs one commit, not one per project.
 //! Loads use separate read connections on the blocking pool, which WAL lets run during a
 //! write. Between processes, SQLite's busy timeout and a retry loop wait out the other
 //! writer, so callers never see "database is locked", only a `Timeout` after

@@ -214,7 +214,8 @@ pub(crate) fn get_metadata(
     }))
 }
 
-/// Stores a project's metadata document if `pre` holds (always, with `None`).
+/// Stores a project's metadata document if `pre` holds (always, with `None`). Runs inside
+/// a write transaction the caller opened.
 pub(crate) fn put_metadata(
     conn: &Connection,
     ctx: &Ctx,
@@ -222,34 +223,27 @@ pub(crate) fn put_metadata(
     bytes: &[u8],
     pre: Option<&Precondition>,
 ) -> Result<Revision, OpError> {
-    write(conn, ctx, |conn| {
-        let sql = "SELECT revision FROM metadata WHERE project = ?1";
-        let current = conn
-            .prepare_cached(sql)?
-            .query_row([project.as_str()], |r| r.get(0));
-        let current: Option<u64> = current.optional()?;
-        if let Some(pre) = pre {
-            check_precondition(ctx, current, pre, &metadata_location(ctx, project))?;
-        }
-        let revision = next_revision(conn)?;
-        let sql = "INSERT OR REPLACE INTO metadata (project, document, revision) \
-                   VALUES (?1, ?2, ?3)";
-        conn.prepare_cached(sql)?
-            .execute(params![project.as_str(), bytes, revision])?;
-        Ok(ctx.revision(revision))
-    })
+    let sql = "SELECT revision FROM metadata WHERE project = ?1";
+    let current = conn
+        .prepare_cached(sql)?
+        .query_row([project.as_str()], |r| r.get(0));
+    let current: Option<u64> = current.optional()?;
+    if let Some(pre) = pre {
+        check_precondition(ctx, current, pre, &metadata_location(ctx, project))?;
+    }
+    let revision = next_revision(conn)?;
+    let sql = "INSERT OR REPLACE INTO metadata (project, document, revision) \
+               VALUES (?1, ?2, ?3)";
+    conn.prepare_cached(sql)?
+        .execute(params![project.as_str(), bytes, revision])?;
+    Ok(ctx.revision(revision))
 }
 
-/// Removes a project's metadata document, if there is one.
-pub(crate) fn delete_metadata(
-    conn: &Connection,
-    ctx: &Ctx,
-    project: &ProjectId,
-) -> Result<(), OpError> {
-    retry_busy(ctx.busy_deadline, || {
-        let mut stmt = conn.prepare_cached("DELETE FROM metadata WHERE project = ?1")?;
-        stmt.execute([project.as_str()])
-    })?;
+/// Removes a project's metadata document, if there is one. Runs inside a write
+/// transaction the caller opened.
+pub(crate) fn delete_metadata(conn: &Connection, project: &ProjectId) -> Result<(), OpError> {
+    let mut stmt = conn.prepare_cached("DELETE FROM metadata WHERE project = ?1")?;
+    stmt.execute([project.as_str()])?;
     Ok(())
 }
 

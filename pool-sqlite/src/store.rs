@@ -139,6 +139,18 @@ impl SqliteStore {
         answer.unwrap_or_else(|Stopped| Err(self.stopped()))
     }
 
+    /// Runs `f` on the writer thread in a write transaction it may share with other
+    /// small writes queued at the same time (see the `worker` module); answers once the
+    /// transaction has committed.
+    async fn part<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &Ctx) -> Result<T, OpError> + Send + 'static,
+    ) -> Result<T, OpError> {
+        let ctx = self.inner.ctx.clone();
+        let answer = self.inner.writer.part(move |conn| f(conn, &ctx)).await;
+        answer.unwrap_or_else(|Stopped| Err(self.stopped()))
+    }
+
     /// Runs `f` on a read connection on the blocking pool; on the writer thread for an
     /// in-memory database (which has a single connection) or outside a tokio runtime.
     async fn read<T: Send + 'static>(
@@ -267,9 +279,7 @@ impl MetadataStore for SqliteStore {
         })?;
         let id = project.clone();
         let put = self
-            .write(move |conn, ctx| {
-                ops::put_metadata(conn, ctx, &id, &bytes, precondition.as_ref())
-            })
+            .part(move |conn, ctx| ops::put_metadata(conn, ctx, &id, &bytes, precondition.as_ref()))
             .await;
         put.map_err(|e| e.into_store(|| format!("writing {}", self.metadata_location(project))))
     }
@@ -277,7 +287,7 @@ impl MetadataStore for SqliteStore {
     async fn delete_metadata(&self, project: &ProjectId) -> Result<(), StoreError> {
         let id = project.clone();
         let deleted = self
-            .write(move |conn, ctx| ops::delete_metadata(conn, ctx, &id))
+            .part(move |conn, _| ops::delete_metadata(conn, &id))
             .await;
         deleted
             .map_err(|e| e.into_store(|| format!("deleting {}", self.metadata_location(project))))

@@ -2,20 +2,96 @@
 //! thread per store, which owns the writing connection and takes jobs from a channel in
 //! order, and read connections used on tokio's blocking pool. Each job enters the span of
 //! the caller that queued it, so its events are logged in the caller's context.
+//!
+//! Small independent writes (a project's metadata document) are *parts*: the writer runs
+//! every part queued at the moment it looks in one transaction, each inside a savepoint of
+//! its own, and answers their callers once that transaction has committed. A part that
+//! fails is rolled back to its savepoint alone. So a burst of provisioned projects costs
+//! one commit (one `fsync` on a file) rather than one each, and no caller hears "stored"
+//! before its write is.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Mutex, mpsc};
 use std::thread;
 
+use pool_storage::StoreError;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 use tracing::Span;
 
 use crate::config::SqliteConfig;
-use crate::error::{OpError, SqliteError};
+use crate::error::{BACKEND, OpError, SqliteError, sql_kind};
 use crate::schema::{self, Opened};
+use crate::txn::{Txn, retry_busy};
 
-type Job = Box<dyn FnOnce(&Connection) + Send>;
+/// Parts the writer puts in one transaction, at most.
+const MAX_GROUP: usize = 512;
+
+enum Job {
+    /// Runs on its own and opens whatever transactions it needs.
+    Alone(Box<dyn FnOnce(&mut Connection) + Send>),
+    /// Runs inside a transaction shared with the parts queued beside it.
+    Part(Box<dyn Part>),
+}
+
+/// One write of a shared transaction.
+trait Part: Send {
+    /// Runs the write inside the open transaction; `false` if it failed (its error is
+    /// kept for [`Part::finish`]).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller: the write's own result if the transaction committed, else
+    /// why the transaction did not.
+    fn finish(self: Box<Self>, ended: Result<(), &GroupFailure>);
+}
+
+/// Why a shared transaction did not commit.
+struct GroupFailure {
+    location: String,
+    what: &'static str,
+    error: rusqlite::Error,
+}
+
+impl GroupFailure {
+    fn to_op_error(&self) -> OpError {
+        let message = format!("{} on {}: {}", self.what, self.location, self.error);
+        OpError::Store(StoreError::new(sql_kind(&self.error), BACKEND, message))
+    }
+}
+
+struct Pending<T, F> {
+    write: Option<F>,
+    result: Option<Result<T, OpError>>,
+    reply: oneshot::Sender<Result<T, OpError>>,
+    span: Span,
+}
+
+impl<T, F> Part for Pending<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, OpError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let _entered = self.span.enter();
+        let Some(write) = self.write.take() else {
+            return false;
+        };
+        let result = write(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn finish(self: Box<Self>, ended: Result<(), &GroupFailure>) {
+        let answer = match (self.result, ended) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (_, Err(failure)) => Err(failure.to_op_error()),
+            (None, Ok(())) => return,
+        };
+        // The caller may have gone away; the work is done either way.
+        let _ = self.reply.send(answer);
+    }
+}
 
 /// The writer thread was gone before it answered (it failed to open, or a job panicked).
 #[derive(Debug)]
@@ -60,17 +136,38 @@ impl Writer {
     ) -> Result<T, Stopped> {
         let (reply, answer) = oneshot::channel();
         let span = Span::current();
-        let job: Job = Box::new(move |conn| {
+        let job = Job::Alone(Box::new(move |conn: &mut Connection| {
             let _entered = span.enter();
             // The caller may have gone away; the work is done either way.
             let _ = reply.send(f(conn));
-        });
-        self.jobs
-            .as_ref()
-            .ok_or(Stopped)?
-            .send(job)
-            .map_err(|_| Stopped)?;
+        }));
+        self.send(job)?;
         answer.await.map_err(|_| Stopped)
+    }
+
+    /// Runs `f` on the writer thread inside a write transaction it may share with other
+    /// parts queued at the same time; answers once that transaction has committed. `f`
+    /// must not begin or end a transaction itself.
+    ///
+    /// If the returned future is dropped after the part was queued, the write still runs.
+    pub(crate) async fn part<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, OpError> + Send + 'static,
+    ) -> Result<Result<T, OpError>, Stopped> {
+        let (reply, answer) = oneshot::channel();
+        let part = Pending {
+            write: Some(f),
+            result: None,
+            reply,
+            span: Span::current(),
+        };
+        self.send(Job::Part(Box::new(part)))?;
+        answer.await.map_err(|_| Stopped)
+    }
+
+    fn send(&self, job: Job) -> Result<(), Stopped> {
+        let jobs = self.jobs.as_ref().ok_or(Stopped)?;
+        jobs.send(job).map_err(|_| Stopped)
     }
 }
 
@@ -90,7 +187,7 @@ fn serve(
     ready: oneshot::Sender<Result<Opened, SqliteError>>,
     jobs: mpsc::Receiver<Job>,
 ) {
-    let conn = match schema::open_writer(config) {
+    let mut conn = match schema::open_writer(config) {
         Ok((conn, opened)) => {
             if ready.send(Ok(opened)).is_err() {
                 return;
@@ -103,16 +200,96 @@ fn serve(
             return;
         }
     };
-    for job in jobs {
+    let location = config.location.to_string();
+    let mut next = jobs.recv().ok();
+    while let Some(job) = next.take() {
+        let ran = match job {
+            Job::Alone(f) => catch_unwind(AssertUnwindSafe(|| f(&mut conn))),
+            Job::Part(first) => {
+                let mut group = vec![first];
+                while group.len() < MAX_GROUP {
+                    match jobs.try_recv() {
+                        Ok(Job::Part(p)) => group.push(p),
+                        Ok(alone) => {
+                            next = Some(alone);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                catch_unwind(AssertUnwindSafe(|| {
+                    run_group(&conn, config, &location, group);
+                }))
+            }
+        };
         // A panicking job has rolled its transaction back while unwinding; its caller
         // sees the writer as stopped for that call, and later jobs still run.
-        if catch_unwind(AssertUnwindSafe(|| job(&conn))).is_err() {
-            let location = config.location.to_string();
+        if ran.is_err() {
             tracing::error!(location, "a job panicked on the SQLite writer thread");
+        }
+        if next.is_none() {
+            next = jobs.recv().ok();
         }
     }
 }
 
+/// Runs `group` in one transaction, each part in a savepoint, and answers every part.
+fn run_group(conn: &Connection, config: &SqliteConfig, location: &str, group: Vec<Box<dyn Part>>) {
+    let failure = |what, error| GroupFailure {
+        location: location.to_owned(),
+        what,
+        error,
+    };
+    let txn = match retry_busy(config.busy_deadline, || Txn::immediate(conn)) {
+        Ok(txn) => txn,
+        Err(e) => {
+            let failed = failure("beginning a write", e);
+            group.into_iter().for_each(|p| p.finish(Err(&failed)));
+            return;
+        }
+    };
+    let mut ran = Vec::with_capacity(group.len());
+    let mut broken = None;
+    for mut part in group {
+        if broken.is_some() {
+            ran.push(part);
+            continue;
+        }
+        if let Err(e) = conn.execute_batch("SAVEPOINT part") {
+            broken = Some(failure("opening a savepoint", e));
+            ran.push(part);
+            continue;
+        }
+        let undo = if part.run(conn) {
+            "RELEASE part"
+        } else {
+            "ROLLBACK TO part; RELEASE part"
+        };
+        // SQLite may have rolled the whole transaction back on a severe error (a full
+        // disk, an I/O error); then nothing of the group is stored.
+        if conn.is_autocommit() {
+            broken = Some(failure(
+                "a write (the transaction was rolled back)",
+                rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    None,
+                ),
+            ));
+        } else if let Err(e) = conn.execute_batch(undo) {
+            broken = Some(failure("closing a savepoint", e));
+        }
+        ran.push(part);
+    }
+    let ended = match broken {
+        Some(failed) => {
+            drop(txn);
+            Err(failed)
+        }
+        None => txn.commit().map_err(|e| failure("committing writes", e)),
+    };
+    let ended = ended.as_ref().map(|_| ());
+    ran.into_iter().for_each(|p| p.finish(ended));
+}
 /// Idle read connections of a file database, opened on demand.
 pub(crate) struct Readers {
     config: SqliteConfig,
@@ -143,5 +320,181 @@ impl Readers {
             idle.push(conn);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rusqlite::params;
+
+    use super::*;
+
+    /// A writer on a fresh database with a table `t`, whose commits are counted.
+    async fn writer() -> (Writer, Arc<AtomicUsize>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SqliteConfig::file(dir.path().join("pool.db"));
+        let (writer, ready) = Writer::start(config).unwrap();
+        ready.await.unwrap().unwrap();
+        let commits = Arc::new(AtomicUsize::new(0));
+        let counter = commits.clone();
+        let (done, setup) = oneshot::channel();
+        let job = Job::Alone(Box::new(move |conn: &mut Connection| {
+            conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+                .unwrap();
+            let hook = move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                false
+            };
+            conn.commit_hook(Some(hook)).unwrap();
+            let _ = done.send(());
+        }));
+        writer.send(job).unwrap();
+        setup.await.unwrap();
+        (writer, commits, dir)
+    }
+
+    /// Holds the writer thread until the returned sender is dropped, so that parts queued
+    /// meanwhile are waiting together when it looks.
+    fn hold(writer: &Writer) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let job = Job::Alone(Box::new(move |_| {
+            let _ = held.recv();
+        }));
+        writer.send(job).unwrap();
+        release
+    }
+
+    fn insert(k: i64, v: &str) -> impl FnOnce(&Connection) -> Result<i64, OpError> + use<> {
+        let v = v.to_owned();
+        move |conn| {
+            conn.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", params![k, v])?;
+            Ok(k)
+        }
+    }
+
+    async fn rows(writer: &Writer) -> Vec<(i64, String)> {
+        writer
+            .call(|conn| {
+                let mut stmt = conn.prepare("SELECT k, v FROM t ORDER BY k").unwrap();
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+                rows.collect::<Result<Vec<_>, _>>().unwrap()
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn parts_queued_together_share_one_commit() {
+        let (writer, commits, _dir) = writer().await;
+        let before = commits.load(Ordering::SeqCst);
+        let writer = Arc::new(writer);
+        let release = hold(&writer);
+        let parts: Vec<_> = (0..100)
+            .map(|k| {
+                let w = writer.clone();
+                tokio::spawn(async move { w.part(insert(k, "x")).await })
+            })
+            .collect();
+        // Every part reaches the queue while the writer is held.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(release);
+        let mut keys = Vec::new();
+        for part in parts {
+            keys.push(part.await.unwrap().unwrap().unwrap());
+        }
+        keys.sort_unstable();
+        assert_eq!(keys, (0..100).collect::<Vec<_>>());
+        assert_eq!(commits.load(Ordering::SeqCst) - before, 1);
+        assert_eq!(rows(&writer).await.len(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_failing_part_is_rolled_back_alone() {
+        let (writer, commits, _dir) = writer().await;
+        let before = commits.load(Ordering::SeqCst);
+        let release = hold(&writer);
+        let failing = |conn: &Connection| -> Result<i64, OpError> {
+            conn.execute("INSERT INTO t (k, v) VALUES (7, 'partial')", [])?;
+            // A duplicate key: the part fails after writing a row of its own.
+            conn.execute("INSERT INTO t (k, v) VALUES (1, 'again')", [])?;
+            Ok(7)
+        };
+        let (a, b, c, ()) = tokio::join!(
+            writer.part(insert(1, "one")),
+            writer.part(failing),
+            writer.part(insert(2, "two")),
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                drop(release);
+            }
+        );
+        assert_eq!(a.unwrap().unwrap(), 1);
+        assert!(matches!(b.unwrap(), Err(OpError::Sql(_))));
+        assert_eq!(c.unwrap().unwrap(), 2);
+        assert_eq!(commits.load(Ordering::SeqCst) - before, 1);
+        let expected = vec![(1, "one".to_owned()), (2, "two".to_owned())];
+        assert_eq!(rows(&writer).await, expected);
+    }
+
+    #[tokio::test]
+    async fn a_job_of_its_own_ends_a_group_and_runs_in_order() {
+        let (writer, _commits, _dir) = writer().await;
+        let release = hold(&writer);
+        let read_back = writer.call(|conn| {
+            conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+        });
+        let (first, seen, second, ()) = tokio::join!(
+            writer.part(insert(1, "before")),
+            read_back,
+            writer.part(insert(2, "after")),
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                drop(release);
+            }
+        );
+        first.unwrap().unwrap();
+        second.unwrap().unwrap();
+        // The read was queued between the two parts: it sees the first and not the second.
+        assert_eq!(seen.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_group_that_cannot_commit_fails_every_part() {
+        let (writer, _commits, _dir) = writer().await;
+        // A deferred foreign key is checked at commit: the group's commit fails.
+        writer
+            .call(|conn| {
+                conn.execute_batch(
+                    "PRAGMA foreign_keys = ON;
+                     CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                     CREATE TABLE child (p INTEGER REFERENCES parent(id)
+                                         DEFERRABLE INITIALLY DEFERRED);",
+                )
+                .unwrap();
+            })
+            .await
+            .unwrap();
+        let release = hold(&writer);
+        let orphan = |conn: &Connection| -> Result<i64, OpError> {
+            conn.execute("INSERT INTO child (p) VALUES (42)", [])?;
+            Ok(42)
+        };
+        let (a, b, ()) = tokio::join!(writer.part(insert(1, "one")), writer.part(orphan), async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            drop(release);
+        });
+        for answer in [a.unwrap(), b.unwrap()] {
+            match answer {
+                Err(OpError::Store(e)) => assert!(e.to_string().contains("committing"), "{e}"),
+                other => panic!("expected a failed commit, got {other:?}"),
+            }
+        }
+        assert!(rows(&writer).await.is_empty());
+        // The writer goes on: the next part commits.
+        assert_eq!(writer.part(insert(3, "three")).await.unwrap().unwrap(), 3);
     }
 }
