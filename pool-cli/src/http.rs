@@ -16,7 +16,8 @@ use axum::{Json, Router};
 use futures_util::Stream;
 use pool_core::{AllocationToken, ConversationId, ProjectId, TemplateName};
 use pool_runtime::{Health, ManagerError, OnEmpty, PoolManager};
-use serde::Deserialize;
+use pool_storage::Metadata;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::metrics::{Histogram, render};
@@ -214,12 +215,32 @@ fn template(state: &AppState, name: Option<&str>) -> Result<TemplateName, ApiErr
     }
 }
 
-async fn allocate_json(
+/// The answer to an allocation, serialised without copying the metadata document.
+#[derive(Debug, Serialize)]
+struct AllocationReply {
+    project_id: ProjectId,
+    token: AllocationToken,
+    warm: bool,
+    repeat: bool,
+    template: TemplateName,
+    /// `null` when the project has no readable metadata.
+    #[serde(serialize_with = "shared_document")]
+    metadata: Option<Arc<Metadata>>,
+}
+
+fn shared_document<S: serde::Serializer>(
+    m: &Option<Arc<Metadata>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    m.as_deref().serialize(s)
+}
+
+async fn allocate_reply(
     state: &AppState,
     conversation: &ConversationId,
     template: &TemplateName,
     on_empty: OnEmpty,
-) -> Result<Value, ApiError> {
+) -> Result<AllocationReply, ApiError> {
     let started = Instant::now();
     let a = state
         .manager
@@ -227,32 +248,34 @@ async fn allocate_json(
         .await;
     state.allocate_latency.observe(started.elapsed());
     let a = a?;
-    let metadata = match state.manager.metadata(&a.project).await {
-        Ok(m) => (*m).clone(),
-        Err(_) => Value::Null,
+    // A project the manager provisioned comes with its document; any other is read
+    // through the cache.
+    let metadata = match a.metadata {
+        Some(m) => Some(m),
+        None => state.manager.metadata(&a.project).await.ok(),
     };
-    Ok(json!({
-        "project_id": a.project,
-        "token": a.token,
-        "warm": a.warm,
-        "repeat": a.repeat,
-        "template": a.template,
-        "metadata": metadata,
-    }))
+    Ok(AllocationReply {
+        project_id: a.project,
+        token: a.token,
+        warm: a.warm,
+        repeat: a.repeat,
+        template: a.template,
+        metadata,
+    })
 }
 
 async fn allocate(
     State(state): State<AppState>,
     conversation_id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AllocationReply>, ApiError> {
     let Path(conversation_id) = conversation_id?;
     let conversation = conversation(&conversation_id)?;
     let body: AllocateBody = parse_body(&body?)?;
     let template = template(&state, body.template.as_deref())?;
     let on_empty = policy(body.on_empty.as_deref(), body.wait_ms)?;
     Ok(Json(
-        allocate_json(&state, &conversation, &template, on_empty).await?,
+        allocate_reply(&state, &conversation, &template, on_empty).await?,
     ))
 }
 
@@ -375,7 +398,13 @@ async fn stream(
                     )
                 }
                 StreamStep::Allocate => {
-                    match allocate_json(&state, &conversation, &template, on_empty).await {
+                    let reply = allocate_reply(&state, &conversation, &template, on_empty).await;
+                    match reply.and_then(|r| {
+                        serde_json::to_value(r).map_err(|e| {
+                            let status = StatusCode::INTERNAL_SERVER_ERROR;
+                            ApiError::new(status, "internal", e.to_string())
+                        })
+                    }) {
                         Ok(mut v) => {
                             v["elapsed_us"] = json!(micros());
                             (

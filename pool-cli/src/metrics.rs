@@ -125,7 +125,7 @@ pub fn render(status: &Status, latency: &Histogram) -> String {
         ),
         (
             "pool_metadata_cache_hits_total",
-            "Metadata reads served from the cache.",
+            "Metadata served from memory (the cache, or kept with a reserved project).",
             m.cache_hits,
         ),
         (

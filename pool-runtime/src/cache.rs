@@ -112,19 +112,16 @@ impl MetadataCache {
         })
     }
 
-    /// Stores a new project's metadata and caches it.
-    pub(crate) async fn insert(
+    /// Stores a new project's metadata; returns the document for the manager to keep
+    /// while the project waits in reserve (it is not put in the cache, which holds what
+    /// was read).
+    pub(crate) async fn store_new(
         &self,
         project: &ProjectId,
         metadata: Metadata,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Arc<Metadata>, StoreError> {
         self.store.put_metadata(project, &metadata, None).await?;
-        let entry = Entry {
-            metadata: Arc::new(metadata),
-            loaded_at: Instant::now(),
-        };
-        self.entries.insert(project.clone(), entry).await;
-        Ok(())
+        Ok(Arc::new(metadata))
     }
 
     /// Forgets and deletes a project's metadata (the project was destroyed).

@@ -9,9 +9,10 @@
 use std::sync::Arc;
 
 use pool_core::{ProjectId, ProjectState, SupplyCounts, TemplateName, Timestamp};
+use pool_storage::Metadata;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::ManagerError;
 use crate::metrics::bump;
@@ -53,6 +54,13 @@ fn tick(shared: &Arc<Shared>, next_heartbeat: &mut Instant, heartbeat: std::time
         st.pool.renew_owner(&shared.owner, until);
         *next_heartbeat = Instant::now() + heartbeat;
     }
+    let templates: Vec<TemplateName> = shared
+        .config
+        .templates
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    st.forget_stale_metadata(&shared.owner, &templates);
     quarantine_dead_owners(shared, st, now);
     reclaim_expired(shared, st, now);
     reserve_ahead(shared, st, now);
@@ -170,7 +178,7 @@ pub(crate) async fn provision(
 ) {
     let outcome = run_provisioner(&shared, &template).await;
     let reply = match outcome {
-        Ok(p) => joined(&shared, &template, p).map_err(|e| e.to_string()),
+        Ok((id, metadata)) => joined(&shared, &template, id, metadata).map_err(|e| e.to_string()),
         Err(reason) => Err(failed(&shared, &template, reason)),
     };
     if let Some(tx) = caller {
@@ -179,7 +187,12 @@ pub(crate) async fn provision(
     shared.maintain.notify_one();
 }
 
-async fn run_provisioner(shared: &Shared, template: &TemplateName) -> Result<Provisioned, String> {
+/// Runs the provisioner and stores the new project's metadata; returns the project and
+/// its metadata document if a metadata store keeps it.
+async fn run_provisioner(
+    shared: &Shared,
+    template: &TemplateName,
+) -> Result<(ProjectId, Option<Arc<Metadata>>), String> {
     let Some(p) = shared.provisioner.clone() else {
         return Err("no provisioner configured".into());
     };
@@ -189,20 +202,22 @@ async fn run_provisioner(shared: &Shared, template: &TemplateName) -> Result<Pro
         Ok(Err(e)) => return Err(e.0),
         Err(_) => return Err(format!("provisioning took longer than {limit:?}")),
     };
-    if let Some(cache) = &shared.cache {
-        let id = provisioned.id.clone();
-        if let Err(e) = cache.insert(&id, provisioned.metadata.clone()).await {
-            return Err(format!("storing metadata of {id} failed: {e}"));
-        }
+    let Provisioned { id, metadata } = provisioned;
+    let Some(cache) = &shared.cache else {
+        return Ok((id, None));
+    };
+    match cache.store_new(&id, metadata).await {
+        Ok(stored) => Ok((id, Some(stored))),
+        Err(e) => Err(format!("storing metadata of {id} failed: {e}")),
     }
-    Ok(provisioned)
 }
 
 /// Adds a provisioned project to the pool, reserved by this manager.
 fn joined(
     shared: &Shared,
     template: &TemplateName,
-    p: Provisioned,
+    id: ProjectId,
+    metadata: Option<Arc<Metadata>>,
 ) -> Result<ProjectId, ManagerError> {
     let mut guard = shared.lock();
     let st = &mut *guard;
@@ -216,11 +231,14 @@ fn joined(
     tp.circuit = Circuit::Closed;
     let before = st.pool.version();
     let now = shared.now();
-    st.pool.add_available(p.id.clone(), template.clone(), now)?;
-    st.pool.reserve_project(&shared.owner, &p.id, now)?;
+    st.pool.add_available(id.clone(), template.clone(), now)?;
+    st.pool.reserve_project(&shared.owner, &id, now)?;
+    if let Some(m) = metadata {
+        st.reserve_metadata.insert(id.clone(), m);
+    }
     shared.changed(st, before);
-    info!(project_id = %p.id, template = %template, "project provisioned");
-    Ok(p.id)
+    debug!(project_id = %id, template = %template, "project provisioned");
+    Ok(id)
 }
 
 /// Books a failed provision: backoff, and the circuit after too many in a row.
@@ -284,6 +302,9 @@ async fn recycle(shared: Arc<Shared>, id: ProjectId, template: TemplateName) {
     }
     let mut st = shared.lock();
     st.recycling.remove(&id);
+    if result.is_ok() {
+        st.reserve_metadata.remove(&id);
+    }
     if result.is_ok() {
         let before = st.pool.version();
         let terminal = st

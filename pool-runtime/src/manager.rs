@@ -22,9 +22,8 @@ use crate::error::ManagerError;
 use crate::maintainer;
 use crate::metrics::{Metrics, MetricsSnapshot, add_duration, bump};
 use crate::persister::{self, SaveMode};
-use crate::provision::{Circuit, Provisioner, Provisioning};
+use crate::provision::{Circuit, Provisioner};
 use crate::shared::{Durable, Health, Shared, State};
-use crate::waiters::Waiters;
 
 /// What to do when no warm project is ready for a caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,6 +51,10 @@ pub struct Allocated {
     pub warm: bool,
     /// The conversation already held this project (a repeated request).
     pub repeat: bool,
+    /// The project's metadata document, when the manager had it at hand (it provisioned
+    /// the project and kept the document while the project waited in reserve). `None`
+    /// means: read it with [`PoolManager::metadata`].
+    pub metadata: Option<Arc<Metadata>>,
 }
 
 /// One template's part of a [`Status`].
@@ -174,22 +177,7 @@ impl ManagerBuilder {
             saved: stored_version,
             closed: false,
         });
-        let state = State {
-            pool,
-            revision,
-            stored_version,
-            last_save: None,
-            unsaved_since: None,
-            urgent: false,
-            failing: None,
-            poisoned: BTreeMap::new(),
-            halted: None,
-            stored_lease_until: pool_core::Timestamp::default(),
-            waiters: Waiters::default(),
-            provisioning: Provisioning::default(),
-            recycling: Default::default(),
-            undelivered: Default::default(),
-        };
+        let state = State::new(pool, revision);
         let cache = self
             .metadata
             .map(|m| MetadataCache::new(m, self.metadata_ttl, self.metadata_capacity));
@@ -332,7 +320,7 @@ impl std::fmt::Debug for PoolManager {
 }
 
 enum Step {
-    Done(pool_core::Allocation, u64),
+    Done(pool_core::Allocation, u64, Option<Arc<Metadata>>),
     WaitSaved(u64),
     Empty,
 }
@@ -376,7 +364,9 @@ impl PoolManager {
         let mut waited = false;
         loop {
             match self.try_handout(conversation, template, waited)? {
-                Step::Done(a, version) => return self.finish(a, version, waited, started).await,
+                Step::Done(a, version, m) => {
+                    return self.finish(a, version, m, waited, started).await;
+                }
                 Step::WaitSaved(version) => {
                     waited = true;
                     sh.wait_saved(version).await?;
@@ -413,7 +403,7 @@ impl PoolManager {
         }
         if let Some(a) = st.pool.holder_of(conversation) {
             st.undelivered.remove(&a.project);
-            return Ok(Step::Done(a, 0));
+            return Ok(Step::Done(a, 0, None));
         }
         if st.unsaved_changes() >= sh.config.max_unsaved as u64
             || Shared::unsaved_age(&st) >= sh.config.max_unsaved_age
@@ -442,7 +432,8 @@ impl PoolManager {
             )?;
             sh.changed(&mut st, before);
             sh.maintenance_due.store(true, Ordering::Release);
-            return Ok(Step::Done(a, st.pool.version()));
+            let metadata = st.reserve_metadata.remove(&id);
+            return Ok(Step::Done(a, st.pool.version(), metadata));
         }
         if st.pool.reserved_count(&sh.owner, template) > 0 {
             return Ok(Step::WaitSaved(st.pool.version()));
@@ -462,13 +453,18 @@ impl PoolManager {
         &self,
         a: pool_core::Allocation,
         version: u64,
+        metadata: Option<Arc<Metadata>>,
         waited: bool,
         started: Instant,
     ) -> Result<Allocated, ManagerError> {
         let sh = self.shared();
         if !a.fresh {
             bump(&sh.metrics.handouts_repeat);
-            return Ok(allocated(a, false));
+            return Ok(allocated(a, false, None));
+        }
+        let metadata = metadata.or_else(|| sh.lock().reserve_metadata.remove(&a.project));
+        if metadata.is_some() {
+            bump(&sh.metrics.cache_hits);
         }
         if waited {
             bump(&sh.metrics.handouts_cold);
@@ -481,7 +477,7 @@ impl PoolManager {
             sh.wait_saved(version).await?;
             self.check_still_held(&a)?;
         }
-        Ok(allocated(a, !waited))
+        Ok(allocated(a, !waited, metadata))
     }
 
     fn check_still_held(&self, a: &pool_core::Allocation) -> Result<(), ManagerError> {
@@ -531,7 +527,7 @@ impl PoolManager {
             },
         };
         let version = sh.lock().pool.version();
-        self.finish(a, version, true, started).await
+        self.finish(a, version, None, true, started).await
     }
 
     async fn allocate_cold(
@@ -544,7 +540,9 @@ impl PoolManager {
         let project = maintainer::provision_for_caller(sh, template).await?;
         loop {
             match self.take_provisioned(conversation, &project)? {
-                Step::Done(a, version) => return self.finish(a, version, true, started).await,
+                Step::Done(a, version, m) => {
+                    return self.finish(a, version, m, true, started).await;
+                }
                 Step::WaitSaved(version) => sh.wait_saved(version).await?,
                 Step::Empty => {
                     return Err(ManagerError::PoolEmpty {
@@ -565,7 +563,7 @@ impl PoolManager {
         let mut st = sh.lock();
         if let Some(a) = st.pool.holder_of(conversation) {
             st.undelivered.remove(&a.project);
-            return Ok(Step::Done(a, 0));
+            return Ok(Step::Done(a, 0, None));
         }
         let Some(rec) = st.pool.get(project) else {
             return Ok(Step::Empty);
@@ -580,7 +578,8 @@ impl PoolManager {
             .pool
             .allocate_project(&sh.owner, conversation, project, token, now, lease)?;
         sh.changed(&mut st, before);
-        Ok(Step::Done(a, st.pool.version()))
+        let metadata = st.reserve_metadata.remove(project);
+        Ok(Step::Done(a, st.pool.version(), metadata))
     }
 
     /// Marks a held project active; `token` must be the holder's.
@@ -645,13 +644,19 @@ impl PoolManager {
         sh.wait_saved(version).await
     }
 
-    /// A project's metadata, through the cache.
+    /// A project's metadata: from memory while this manager holds the project in
+    /// reserve, else through the cache.
     pub async fn metadata(&self, project: &ProjectId) -> Result<Arc<Metadata>, ManagerError> {
         let sh = self.shared();
         let cache = sh
             .cache
             .as_ref()
             .ok_or_else(|| ManagerError::NoMetadata(project.clone()))?;
+        let kept = sh.lock().reserve_metadata.get(project).cloned();
+        if let Some(m) = kept {
+            bump(&sh.metrics.cache_hits);
+            return Ok(m);
+        }
         cache.get(project, &sh.metrics).await
     }
 
@@ -802,12 +807,13 @@ impl PoolManager {
     }
 }
 
-fn allocated(a: pool_core::Allocation, warm: bool) -> Allocated {
+fn allocated(a: pool_core::Allocation, warm: bool, metadata: Option<Arc<Metadata>>) -> Allocated {
     Allocated {
         project: a.project,
         template: a.template,
         token: a.token,
         warm,
         repeat: !a.fresh,
+        metadata,
     }
 }

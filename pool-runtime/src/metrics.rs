@@ -65,7 +65,8 @@ pub struct MetricsSnapshot {
     pub quarantined: u64,
     /// Allocations reclaimed after their lease ran out.
     pub reclaimed: u64,
-    /// Metadata reads served from the cache.
+    /// Metadata served from memory: from the cache, or kept with a reserved project and
+    /// handed out with it.
     pub cache_hits: u64,
     /// Metadata reads that missed the cache.
     pub cache_misses: u64,

@@ -1,12 +1,12 @@
 //! State shared by the manager's handles and its background tasks.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pool_core::{AllocationToken, OwnerId, Pool, ProjectId, Timestamp};
-use pool_storage::{PoolStore, Revision};
+use pool_core::{AllocationToken, OwnerId, Pool, ProjectId, TemplateName, Timestamp};
+use pool_storage::{Metadata, PoolStore, Revision};
 use rand::Rng;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -72,9 +72,34 @@ pub(crate) struct State {
     /// that gives up returns its project only while it is here: once any request has
     /// been told the conversation holds it, it stays held.
     pub(crate) undelivered: HashSet<ProjectId>,
+    /// The metadata documents of projects this manager provisioned and still holds in
+    /// reserve. A hand-out takes its project's document from here, so the reply needs
+    /// no read; once handed out, a project's metadata is read through the cache.
+    pub(crate) reserve_metadata: HashMap<ProjectId, Arc<Metadata>>,
 }
 
 impl State {
+    /// The state of a manager that starts from `pool`, stored at `revision`.
+    pub(crate) fn new(pool: Pool, revision: Option<Revision>) -> Self {
+        Self {
+            stored_version: pool.saved_version(),
+            pool,
+            revision,
+            last_save: None,
+            unsaved_since: None,
+            urgent: false,
+            failing: None,
+            poisoned: BTreeMap::new(),
+            halted: None,
+            stored_lease_until: Timestamp::default(),
+            waiters: Waiters::default(),
+            provisioning: Provisioning::default(),
+            recycling: HashSet::new(),
+            undelivered: HashSet::new(),
+            reserve_metadata: HashMap::new(),
+        }
+    }
+
     pub(crate) fn health(&self) -> Health {
         if let Some(reason) = &self.halted {
             return Health::Halted {
@@ -109,6 +134,24 @@ impl State {
     /// differ a little between machines.
     pub(crate) fn lease_is_safe(&self, now: Timestamp, lease: Duration) -> bool {
         now.saturating_add(lease / 4) < self.stored_lease_until
+    }
+
+    /// Forgets the kept metadata of projects no longer reserved by `owner` (taken by
+    /// another manager at a rebase, quarantined, removed). Cheap when nothing is stale:
+    /// it only scans when more documents are kept than `owner` has reservations.
+    pub(crate) fn forget_stale_metadata(&mut self, owner: &OwnerId, templates: &[TemplateName]) {
+        let reserved: usize = templates
+            .iter()
+            .map(|t| self.pool.reserved_count(owner, t))
+            .sum();
+        if self.reserve_metadata.len() <= reserved {
+            return;
+        }
+        let pool = &self.pool;
+        self.reserve_metadata.retain(|id, _| {
+            pool.get(id)
+                .is_some_and(|r| matches!(&r.state, pool_core::ProjectState::Reserved { owner: o } if o == owner))
+        });
     }
 
     /// Projects whose latest change is not stored: what a crash now could lose.
@@ -296,5 +339,56 @@ fn report_task_end(done: Result<(), tokio::task::JoinError>) {
         if e.is_panic() {
             error!(error = %e, "background task panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "tests: a failed unwrap is a failed test"
+    )]
+
+    use super::*;
+
+    #[test]
+    fn kept_metadata_is_forgotten_once_its_project_is_no_longer_reserved_here() {
+        let (me, other) = (OwnerId::new("me").unwrap(), OwnerId::new("other").unwrap());
+        let template = TemplateName::new("default").unwrap();
+        let now = Timestamp::from_millis(1);
+        let mut pool = Pool::new();
+        let ids: Vec<ProjectId> = (0..4)
+            .map(|i| ProjectId::new(format!("default-{i}-00000")).unwrap())
+            .collect();
+        for id in &ids {
+            pool.add_available(id.clone(), template.clone(), now)
+                .unwrap();
+        }
+        for id in &ids[..3] {
+            pool.reserve_project(&me, id, now).unwrap();
+        }
+        pool.reserve_project(&other, &ids[3], now).unwrap();
+        let mut st = State::new(pool, None);
+        for id in &ids {
+            let doc = Arc::new(serde_json::json!({"id": id.as_str()}));
+            st.reserve_metadata.insert(id.clone(), doc);
+        }
+        let templates = [template.clone()];
+        st.forget_stale_metadata(&me, &templates);
+        let mut kept: Vec<_> = st.reserve_metadata.keys().cloned().collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            ids[..3].to_vec(),
+            "another manager's project is dropped"
+        );
+        st.pool.quarantine(&ids[0], "a test", now).unwrap();
+        st.forget_stale_metadata(&me, &templates);
+        assert_eq!(
+            st.reserve_metadata.len(),
+            2,
+            "a quarantined project is dropped"
+        );
+        assert!(!st.reserve_metadata.contains_key(&ids[0]));
     }
 }

@@ -96,3 +96,76 @@ async fn cancelled_reads_change_nothing() {
         .unwrap_err();
     assert_eq!(missing.code(), "no_metadata");
 }
+
+/// A project this manager provisioned is handed out with the document the provisioner
+/// returned, however long it waited in reserve and without reading the store; once
+/// handed out, its metadata is read through the cache like any other.
+#[tokio::test(start_paused = true)]
+async fn provisioned_projects_come_with_their_metadata() {
+    let store = MemoryStore::new();
+    let mut cfg = config(5);
+    cfg.templates[0].policy.max_in_flight = 5;
+    let m = PoolManager::builder(Arc::new(store.clone()))
+        .config(cfg)
+        .provisioner(TestProvisioner::new(Duration::from_millis(10)))
+        .metadata(Arc::new(store.clone()), Duration::from_secs(30), 100)
+        .start()
+        .await
+        .unwrap();
+    reserved(&m, 5).await;
+    // Far past the cache's time-to-live: what is kept with a reservation does not expire.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let mut handed = Vec::new();
+    for i in 0..5 {
+        let conversation = pool_core::ConversationId::new(format!("conv-{i}")).unwrap();
+        let a = m
+            .allocate(&conversation, &template(), pool_runtime::OnEmpty::Fail)
+            .await
+            .unwrap();
+        let doc = a
+            .metadata
+            .clone()
+            .expect("the document comes with the hand-out");
+        assert_eq!(doc["url"], format!("https://example.invalid/{}", a.project));
+        let again = m
+            .allocate(&conversation, &template(), pool_runtime::OnEmpty::Fail)
+            .await
+            .unwrap();
+        assert!(again.repeat && again.metadata.is_none());
+        handed.push(a.project);
+    }
+    assert_eq!(store.counters().metadata_gets, 0, "no read for a hand-out");
+    // A project still in reserve is read from memory too.
+    reserved(&m, 5).await;
+    let in_reserve = m
+        .status()
+        .templates
+        .get(&template())
+        .map(|t| t.reserved_here)
+        .unwrap();
+    assert_eq!(in_reserve, 5);
+    let snapshot = m.pool_snapshot();
+    let waiting = snapshot
+        .projects
+        .iter()
+        .find(|r| matches!(r.state, pool_core::ProjectState::Reserved { .. }))
+        .unwrap();
+    let doc = m.metadata(&waiting.id).await.unwrap();
+    assert_eq!(
+        doc["url"],
+        format!("https://example.invalid/{}", waiting.id)
+    );
+    assert_eq!(store.counters().metadata_gets, 0, "no read for a reserve");
+    let handed_out = &handed[0];
+    let doc = m.metadata(handed_out).await.unwrap();
+    assert_eq!(doc["url"], format!("https://example.invalid/{handed_out}"));
+    assert_eq!(
+        store.counters().metadata_gets,
+        1,
+        "a handed-out project's metadata is read through the cache"
+    );
+    m.metadata(handed_out).await.unwrap();
+    assert_eq!(store.counters().metadata_gets, 1);
+    assert_eq!(m.metrics().metadata_loads, 1);
+    m.shutdown(Duration::from_secs(5)).await;
+}
