@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use axum::serve::ListenerExt;
+
 use crate::http::{AppState, router};
 use crate::metrics::Histogram;
 use crate::provisioners;
@@ -50,6 +52,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let app = router(state, settings.max_body_bytes);
     info!(listen = %settings.listen, store = %settings.store, owner = %manager.owner(), "pool service listening");
     let signalled = Arc::new(Notify::new());
+    // Replies are small and written whole: send each at once rather than let Nagle's
+    // algorithm hold it back for the client's acknowledgement of the previous one.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            warn!(error = %e, "cannot disable Nagle's algorithm on a connection");
+        }
+    });
     let serving = axum::serve(listener, app)
         .with_graceful_shutdown(notify_on_signal(signalled.clone()))
         .into_future();

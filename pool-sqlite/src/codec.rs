@@ -108,6 +108,38 @@ pub(crate) fn write_header(
     Ok(revision)
 }
 
+/// The revision counter as the writes of one shared transaction use it: read from the
+/// file when the first of them needs a revision, advanced in memory, and written back
+/// once before the commit. A write that is rolled back leaves a gap, never a repeat.
+#[derive(Debug, Default)]
+pub(crate) struct Revisions {
+    last: Option<u64>,
+}
+
+impl Revisions {
+    /// The next revision.
+    pub(crate) fn next(&mut self, conn: &Connection) -> rusqlite::Result<u64> {
+        let last = match self.last {
+            Some(n) => n,
+            None => {
+                let sql = "SELECT last_revision FROM store WHERE id = 1";
+                conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?
+            }
+        };
+        self.last = Some(last + 1);
+        Ok(last + 1)
+    }
+
+    /// Stores the counter, if any revision was taken.
+    pub(crate) fn write_back(&self, conn: &Connection) -> rusqlite::Result<()> {
+        if let Some(n) = self.last {
+            let sql = "UPDATE store SET last_revision = ?1 WHERE id = 1";
+            conn.prepare_cached(sql)?.execute([n])?;
+        }
+        Ok(())
+    }
+}
+
 /// Takes the next value of the revision counter, which only ever grows.
 pub(crate) fn next_revision(conn: &Connection) -> rusqlite::Result<u64> {
     let sql = "UPDATE store SET last_revision = last_revision + 1 WHERE id = 1 \

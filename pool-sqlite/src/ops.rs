@@ -6,7 +6,7 @@ use pool_storage::{Metadata, PoolWrite, Precondition, Revision, StoreError, Vers
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::codec::{
-    Consistency, Ctx, Header, PROJECT_COLUMNS, Put, decode_project, next_revision, put_project,
+    Consistency, Ctx, Header, PROJECT_COLUMNS, Put, Revisions, decode_project, put_project,
     read_header, write_header,
 };
 use crate::error::{BACKEND, OpError};
@@ -215,23 +215,24 @@ pub(crate) fn get_metadata(
 }
 
 /// Stores a project's metadata document if `pre` holds (always, with `None`). Runs inside
-/// a write transaction the caller opened.
+/// a write transaction the caller opened; a refused write changes nothing.
 pub(crate) fn put_metadata(
     conn: &Connection,
     ctx: &Ctx,
+    revisions: &mut Revisions,
     project: &ProjectId,
     bytes: &[u8],
     pre: Option<&Precondition>,
 ) -> Result<Revision, OpError> {
-    let sql = "SELECT revision FROM metadata WHERE project = ?1";
-    let current = conn
-        .prepare_cached(sql)?
-        .query_row([project.as_str()], |r| r.get(0));
-    let current: Option<u64> = current.optional()?;
     if let Some(pre) = pre {
+        let sql = "SELECT revision FROM metadata WHERE project = ?1";
+        let current = conn
+            .prepare_cached(sql)?
+            .query_row([project.as_str()], |r| r.get(0));
+        let current: Option<u64> = current.optional()?;
         check_precondition(ctx, current, pre, &metadata_location(ctx, project))?;
     }
-    let revision = next_revision(conn)?;
+    let revision = revisions.next(conn)?;
     let sql = "INSERT OR REPLACE INTO metadata (project, document, revision) \
                VALUES (?1, ?2, ?3)";
     conn.prepare_cached(sql)?

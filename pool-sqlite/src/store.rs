@@ -12,7 +12,7 @@ use pool_storage::{
 use rusqlite::Connection;
 use tracing::Span;
 
-use crate::codec::Ctx;
+use crate::codec::{Ctx, Revisions};
 use crate::config::{Location, SqliteConfig};
 use crate::error::{BACKEND, OpError, SqliteError};
 use crate::ops;
@@ -144,10 +144,14 @@ impl SqliteStore {
     /// transaction has committed.
     async fn part<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection, &Ctx) -> Result<T, OpError> + Send + 'static,
+        f: impl FnOnce(&Connection, &Ctx, &mut Revisions) -> Result<T, OpError> + Send + 'static,
     ) -> Result<T, OpError> {
         let ctx = self.inner.ctx.clone();
-        let answer = self.inner.writer.part(move |conn| f(conn, &ctx)).await;
+        let answer = self
+            .inner
+            .writer
+            .part(move |conn, revisions| f(conn, &ctx, revisions))
+            .await;
         answer.unwrap_or_else(|Stopped| Err(self.stopped()))
     }
 
@@ -279,7 +283,9 @@ impl MetadataStore for SqliteStore {
         })?;
         let id = project.clone();
         let put = self
-            .part(move |conn, ctx| ops::put_metadata(conn, ctx, &id, &bytes, precondition.as_ref()))
+            .part(move |conn, ctx, revisions| {
+                ops::put_metadata(conn, ctx, revisions, &id, &bytes, precondition.as_ref())
+            })
             .await;
         put.map_err(|e| e.into_store(|| format!("writing {}", self.metadata_location(project))))
     }
@@ -287,7 +293,7 @@ impl MetadataStore for SqliteStore {
     async fn delete_metadata(&self, project: &ProjectId) -> Result<(), StoreError> {
         let id = project.clone();
         let deleted = self
-            .part(move |conn, _| ops::delete_metadata(conn, &id))
+            .part(move |conn, _, _| ops::delete_metadata(conn, &id))
             .await;
         deleted
             .map_err(|e| e.into_store(|| format!("deleting {}", self.metadata_location(project))))

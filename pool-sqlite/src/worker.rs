@@ -19,6 +19,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 use tracing::Span;
 
+use crate::codec::Revisions;
 use crate::config::SqliteConfig;
 use crate::error::{BACKEND, OpError, SqliteError, sql_kind};
 use crate::schema::{self, Opened};
@@ -36,9 +37,9 @@ enum Job {
 
 /// One write of a shared transaction.
 trait Part: Send {
-    /// Runs the write inside the open transaction; `false` if it failed (its error is
-    /// kept for [`Part::finish`]).
-    fn run(&mut self, conn: &Connection) -> bool;
+    /// Runs the write inside the open transaction, taking revisions from `revisions`;
+    /// `false` if it failed (its error is kept for [`Part::finish`]).
+    fn run(&mut self, conn: &Connection, revisions: &mut Revisions) -> bool;
     /// Answers the caller: the write's own result if the transaction committed, else
     /// why the transaction did not.
     fn finish(self: Box<Self>, ended: Result<(), &GroupFailure>);
@@ -68,14 +69,14 @@ struct Pending<T, F> {
 impl<T, F> Part for Pending<T, F>
 where
     T: Send,
-    F: FnOnce(&Connection) -> Result<T, OpError> + Send,
+    F: FnOnce(&Connection, &mut Revisions) -> Result<T, OpError> + Send,
 {
-    fn run(&mut self, conn: &Connection) -> bool {
+    fn run(&mut self, conn: &Connection, revisions: &mut Revisions) -> bool {
         let _entered = self.span.enter();
         let Some(write) = self.write.take() else {
             return false;
         };
-        let result = write(conn);
+        let result = write(conn, revisions);
         let ok = result.is_ok();
         self.result = Some(result);
         ok
@@ -147,12 +148,13 @@ impl Writer {
 
     /// Runs `f` on the writer thread inside a write transaction it may share with other
     /// parts queued at the same time; answers once that transaction has committed. `f`
-    /// must not begin or end a transaction itself.
+    /// must not begin or end a transaction itself, and takes revisions from the
+    /// [`Revisions`] it is given, not from the file's counter directly.
     ///
     /// If the returned future is dropped after the part was queued, the write still runs.
     pub(crate) async fn part<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, OpError> + Send + 'static,
+        f: impl FnOnce(&Connection, &mut Revisions) -> Result<T, OpError> + Send + 'static,
     ) -> Result<Result<T, OpError>, Stopped> {
         let (reply, answer) = oneshot::channel();
         let part = Pending {
@@ -233,6 +235,19 @@ fn serve(
     }
 }
 
+/// Runs one statement through the connection's statement cache.
+fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// Keeps a part's writes (`succeeded`) or undoes them, and ends its savepoint.
+fn close_savepoint(conn: &Connection, succeeded: bool) -> rusqlite::Result<()> {
+    if !succeeded {
+        statement(conn, "ROLLBACK TO part")?;
+    }
+    statement(conn, "RELEASE part")
+}
+
 /// Runs `group` in one transaction, each part in a savepoint, and answers every part.
 fn run_group(conn: &Connection, config: &SqliteConfig, location: &str, group: Vec<Box<dyn Part>>) {
     let failure = |what, error| GroupFailure {
@@ -248,6 +263,7 @@ fn run_group(conn: &Connection, config: &SqliteConfig, location: &str, group: Ve
             return;
         }
     };
+    let mut revisions = Revisions::default();
     let mut ran = Vec::with_capacity(group.len());
     let mut broken = None;
     for mut part in group {
@@ -255,16 +271,12 @@ fn run_group(conn: &Connection, config: &SqliteConfig, location: &str, group: Ve
             ran.push(part);
             continue;
         }
-        if let Err(e) = conn.execute_batch("SAVEPOINT part") {
+        if let Err(e) = statement(conn, "SAVEPOINT part") {
             broken = Some(failure("opening a savepoint", e));
             ran.push(part);
             continue;
         }
-        let undo = if part.run(conn) {
-            "RELEASE part"
-        } else {
-            "ROLLBACK TO part; RELEASE part"
-        };
+        let succeeded = part.run(conn, &mut revisions);
         // SQLite may have rolled the whole transaction back on a severe error (a full
         // disk, an I/O error); then nothing of the group is stored.
         if conn.is_autocommit() {
@@ -275,10 +287,15 @@ fn run_group(conn: &Connection, config: &SqliteConfig, location: &str, group: Ve
                     None,
                 ),
             ));
-        } else if let Err(e) = conn.execute_batch(undo) {
+        } else if let Err(e) = close_savepoint(conn, succeeded) {
             broken = Some(failure("closing a savepoint", e));
         }
         ran.push(part);
+    }
+    if broken.is_none() {
+        if let Err(e) = revisions.write_back(conn) {
+            broken = Some(failure("storing the revision counter", e));
+        }
     }
     let ended = match broken {
         Some(failed) => {
@@ -367,9 +384,14 @@ mod tests {
         release
     }
 
-    fn insert(k: i64, v: &str) -> impl FnOnce(&Connection) -> Result<i64, OpError> + use<> {
+    type Write = fn(&Connection, &mut Revisions) -> Result<i64, OpError>;
+
+    fn insert(
+        k: i64,
+        v: &str,
+    ) -> impl FnOnce(&Connection, &mut Revisions) -> Result<i64, OpError> + use<> {
         let v = v.to_owned();
-        move |conn| {
+        move |conn, _| {
             conn.execute("INSERT INTO t (k, v) VALUES (?1, ?2)", params![k, v])?;
             Ok(k)
         }
@@ -416,7 +438,7 @@ mod tests {
         let (writer, commits, _dir) = writer().await;
         let before = commits.load(Ordering::SeqCst);
         let release = hold(&writer);
-        let failing = |conn: &Connection| -> Result<i64, OpError> {
+        let failing: Write = |conn, _| {
             conn.execute("INSERT INTO t (k, v) VALUES (7, 'partial')", [])?;
             // A duplicate key: the part fails after writing a row of its own.
             conn.execute("INSERT INTO t (k, v) VALUES (1, 'again')", [])?;
@@ -479,7 +501,7 @@ mod tests {
             .await
             .unwrap();
         let release = hold(&writer);
-        let orphan = |conn: &Connection| -> Result<i64, OpError> {
+        let orphan: Write = |conn, _| {
             conn.execute("INSERT INTO child (p) VALUES (42)", [])?;
             Ok(42)
         };

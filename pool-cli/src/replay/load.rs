@@ -118,15 +118,16 @@ impl Conn {
                 self.buf.drain(..used);
                 return Ok(resp);
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = self.stream.read(&mut chunk).await?;
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(16 * 1024);
+            }
+            let n = self.stream.read_buf(&mut self.buf).await?;
             if n == 0 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "the service closed the connection",
                 ));
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 }
