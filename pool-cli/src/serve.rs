@@ -36,7 +36,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let manager = PoolManager::builder(backend.pool.clone())
         .config(settings.manager.clone())
         .provisioner(provisioner)
-        .metadata(backend.metadata.clone(), settings.metadata_ttl, 100_000)
+        .metadata(
+            backend.metadata.clone(),
+            settings.metadata_ttl,
+            settings.metadata_cache_capacity,
+        )
         .start()
         .await
         .with_context(|| format!("starting the pool manager on {}", settings.store))?;

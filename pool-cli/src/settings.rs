@@ -63,6 +63,13 @@ pub struct ServeArgs {
     /// How long write-behind changes are gathered into one save [default: 50ms].
     #[arg(long, env = "POOL_SAVE_DELAY", value_parser = humantime::parse_duration)]
     pub save_delay: Option<Duration>,
+    /// Projects whose change may wait unsaved before hand-outs wait for a save: what a
+    /// crash may cost at most [default: 1000].
+    #[arg(long, env = "POOL_MAX_UNSAVED")]
+    pub max_unsaved: Option<usize>,
+    /// Metadata documents the read cache holds, at most [default: 100000].
+    #[arg(long, env = "POOL_METADATA_CACHE_CAPACITY")]
+    pub metadata_cache_capacity: Option<u64>,
     /// Largest request body accepted, in bytes [default: 65536].
     #[arg(long, env = "POOL_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -96,6 +103,8 @@ struct FileSettings {
     metadata_ttl: Option<Duration>,
     #[serde(default, with = "opt_duration")]
     save_delay: Option<Duration>,
+    max_unsaved: Option<usize>,
+    metadata_cache_capacity: Option<u64>,
     max_body_bytes: Option<usize>,
     #[serde(default, with = "opt_duration")]
     shutdown_timeout: Option<Duration>,
@@ -134,6 +143,8 @@ pub struct Settings {
     pub manager: ManagerConfig,
     /// The metadata cache's TTL.
     pub metadata_ttl: Duration,
+    /// The most documents the metadata cache holds.
+    pub metadata_cache_capacity: u64,
     /// The largest request body.
     pub max_body_bytes: usize,
     /// The shutdown deadline.
@@ -196,6 +207,11 @@ impl Settings {
             "--owner-lease must be at least {MIN_OWNER_LEASE:?}, not {owner_lease:?}"
         );
         let heartbeat = heartbeat_for(owner_lease, defaults.heartbeat_interval);
+        let max_unsaved = args
+            .max_unsaved
+            .or(file.max_unsaved)
+            .unwrap_or(defaults.max_unsaved);
+        anyhow::ensure!(max_unsaved >= 1, "--max-unsaved must be at least 1");
         let manager = ManagerConfig {
             owner,
             templates: parse_templates(&templates, max_in_flight)?,
@@ -215,6 +231,7 @@ impl Settings {
                 .provision_timeout
                 .or(file.provision_timeout)
                 .unwrap_or(Duration::from_secs(600)),
+            max_unsaved,
             ..defaults
         };
         Ok(Self {
@@ -236,6 +253,10 @@ impl Settings {
                 .metadata_ttl
                 .or(file.metadata_ttl)
                 .unwrap_or(Duration::from_secs(30)),
+            metadata_cache_capacity: args
+                .metadata_cache_capacity
+                .or(file.metadata_cache_capacity)
+                .unwrap_or(100_000),
             max_body_bytes: args
                 .max_body_bytes
                 .or(file.max_body_bytes)
@@ -314,15 +335,19 @@ mod tests {
         let path = dir.path().join("pool.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\ntemplates = [\"web=3\"]\nsave_delay = \"10ms\"\n",
+            "listen = \"127.0.0.1:9000\"\ntemplates = [\"web=3\"]\nsave_delay = \"10ms\"\n\
+             max_unsaved = 20000\nmetadata_cache_capacity = 500\n",
         )
         .unwrap();
         let args = ServeArgs {
             config: Some(path),
             templates: Some(vec!["api=7".into()]),
+            max_unsaved: Some(5000),
             ..Default::default()
         };
         let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.manager.max_unsaved, 5000);
+        assert_eq!(s.metadata_cache_capacity, 500);
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.manager.templates[0].name.as_str(), "api");
         assert_eq!(s.manager.templates[0].policy.target, 7);

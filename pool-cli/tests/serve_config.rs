@@ -12,7 +12,7 @@ use pool_cli::settings::{ServeArgs, Settings};
 use pool_runtime::Durability;
 
 /// Each option of `pool serve`: flag, environment variable, documented default.
-const OPTIONS: [(&str, &str, Option<&str>); 18] = [
+const OPTIONS: [(&str, &str, Option<&str>); 20] = [
     ("--config", "POOL_CONFIG", None),
     ("--log", "POOL_LOG", Some("info")),
     ("--store", "POOL_STORE", Some("sqlite://./pool.db")),
@@ -29,6 +29,12 @@ const OPTIONS: [(&str, &str, Option<&str>); 18] = [
     ("--owner", "POOL_OWNER", Some("random")),
     ("--metadata-ttl", "POOL_METADATA_TTL", Some("30s")),
     ("--save-delay", "POOL_SAVE_DELAY", Some("50ms")),
+    ("--max-unsaved", "POOL_MAX_UNSAVED", Some("1000")),
+    (
+        "--metadata-cache-capacity",
+        "POOL_METADATA_CACHE_CAPACITY",
+        Some("100000"),
+    ),
     ("--max-body-bytes", "POOL_MAX_BODY_BYTES", Some("65536")),
     ("--shutdown-timeout", "POOL_SHUTDOWN_TIMEOUT", Some("30s")),
 ];
@@ -121,6 +127,9 @@ fn the_documented_defaults_are_the_ones_used() {
     assert_eq!(s.manager.owner, None, "random: chosen at start");
     assert_eq!(s.metadata_ttl, duration(doc("--metadata-ttl")));
     assert_eq!(s.manager.save_delay, duration(doc("--save-delay")));
+    assert_eq!(s.manager.max_unsaved.to_string(), doc("--max-unsaved"));
+    let capacity = s.metadata_cache_capacity.to_string();
+    assert_eq!(capacity, doc("--metadata-cache-capacity"));
     assert_eq!(s.max_body_bytes.to_string(), doc("--max-body-bytes"));
     assert_eq!(s.shutdown_timeout, duration(doc("--shutdown-timeout")));
 }
