@@ -156,6 +156,15 @@ impl Pool {
         })
     }
 
+    /// `owner`'s reserved projects of `template`, in hand-out order.
+    pub fn reserved_of(
+        &self,
+        owner: &OwnerId,
+        template: &TemplateName,
+    ) -> impl Iterator<Item = &ProjectId> {
+        self.reserved_set(owner, template).into_iter().flatten()
+    }
+
     fn reserved_set(
         &self,
         owner: &OwnerId,

@@ -54,16 +54,16 @@ fn tick(shared: &Arc<Shared>, next_heartbeat: &mut Instant, heartbeat: std::time
         st.pool.renew_owner(&shared.owner, until);
         *next_heartbeat = Instant::now() + heartbeat;
     }
-    let templates: Vec<TemplateName> = shared
-        .config
-        .templates
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
-    st.forget_stale_metadata(&shared.owner, &templates);
     quarantine_dead_owners(shared, st, now);
     reclaim_expired(shared, st, now);
     reserve_ahead(shared, st, now);
+    let templates = shared.config.templates.iter().map(|t| &t.name);
+    let read_ahead = st.check_kept_metadata(&shared.owner, templates)
+        && shared.cache.is_some()
+        && !st.reading_ahead
+        && st.read_ahead_after.is_none_or(|at| at <= Instant::now())
+        && !shared.is_stopping();
+    st.reading_ahead |= read_ahead;
     shared.serve_waiters(st);
     let starts = plan_provisions(shared, st);
     let recycles = plan_recycles(shared, st);
@@ -74,6 +74,92 @@ fn tick(shared: &Arc<Shared>, next_heartbeat: &mut Instant, heartbeat: std::time
     }
     for (id, template) in recycles {
         shared.spawn(recycle(shared.clone(), id, template));
+    }
+    if read_ahead {
+        shared.spawn(read_metadata_ahead(shared.clone()));
+    }
+}
+
+/// Reads at once this many metadata documents, at most.
+const READ_AHEAD_CONCURRENCY: usize = 16;
+
+/// How long a failed read-ahead waits before the next.
+const READ_AHEAD_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the metadata of this manager's reservations that have none at hand (projects
+/// reserved after a restart, or provisioned elsewhere), so that their hand-outs need no
+/// read either. A project handed out meanwhile is skipped; one whose document is
+/// missing is noted and not read again while it stays reserved.
+async fn read_metadata_ahead(shared: Arc<Shared>) {
+    let Some(store) = shared.cache.as_ref().map(|c| c.store().clone()) else {
+        return;
+    };
+    let wanted: Vec<ProjectId> = {
+        let st = shared.lock();
+        shared
+            .config
+            .templates
+            .iter()
+            .flat_map(|t| st.pool.reserved_of(&shared.owner, &t.name))
+            .filter(|id| !st.reserve_metadata.contains_key(*id) && !st.no_metadata.contains(*id))
+            .cloned()
+            .collect()
+    };
+    let started = Instant::now();
+    let (mut read, mut missing) = (0usize, 0usize);
+    let mut failure = None;
+    let mut reads = tokio::task::JoinSet::new();
+    let mut next = wanted.into_iter();
+    loop {
+        while reads.len() < READ_AHEAD_CONCURRENCY && failure.is_none() && !shared.is_stopping() {
+            let Some(id) = next.next() else { break };
+            let store = store.clone();
+            reads.spawn(async move {
+                let got = store.get_metadata(&id).await;
+                (id, got)
+            });
+        }
+        let Some(done) = reads.join_next().await else {
+            break;
+        };
+        let Ok((id, got)) = done else { continue };
+        let mut st = shared.lock();
+        let ours = matches!(
+            st.pool.get(&id).map(|r| &r.state),
+            Some(ProjectState::Reserved { owner }) if owner == &shared.owner
+        );
+        match got {
+            Ok(Some(v)) if ours => {
+                st.reserve_metadata.insert(id, Arc::new(v.value));
+                read += 1;
+            }
+            Ok(None) if ours => {
+                st.no_metadata.insert(id);
+                missing += 1;
+            }
+            Ok(_) => {}
+            Err(e) => failure = Some(format!("reading metadata of {id}: {e}")),
+        }
+    }
+    {
+        let mut st = shared.lock();
+        st.reading_ahead = false;
+        st.read_ahead_after = failure.as_ref().map(|_| Instant::now() + READ_AHEAD_RETRY);
+    }
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match failure {
+        Some(error) => {
+            warn!(read, missing, %error, "reading reserved projects' metadata ahead stopped; will retry")
+        }
+        None if read + missing > 0 => {
+            info!(
+                read,
+                missing,
+                elapsed_ms,
+                "metadata of reserved projects read from storage ahead of their hand-out"
+            )
+        }
+        None => {}
     }
 }
 

@@ -432,7 +432,7 @@ impl PoolManager {
             )?;
             sh.changed(&mut st, before);
             sh.maintenance_due.store(true, Ordering::Release);
-            let metadata = st.reserve_metadata.remove(&id);
+            let metadata = st.take_kept_metadata(&id);
             return Ok(Step::Done(a, st.pool.version(), metadata));
         }
         if st.pool.reserved_count(&sh.owner, template) > 0 {
@@ -462,7 +462,7 @@ impl PoolManager {
             bump(&sh.metrics.handouts_repeat);
             return Ok(allocated(a, false, None));
         }
-        let metadata = metadata.or_else(|| sh.lock().reserve_metadata.remove(&a.project));
+        let metadata = metadata.or_else(|| sh.lock().take_kept_metadata(&a.project));
         if metadata.is_some() {
             bump(&sh.metrics.cache_hits);
         }
@@ -578,7 +578,7 @@ impl PoolManager {
             .pool
             .allocate_project(&sh.owner, conversation, project, token, now, lease)?;
         sh.changed(&mut st, before);
-        let metadata = st.reserve_metadata.remove(project);
+        let metadata = st.take_kept_metadata(project);
         Ok(Step::Done(a, st.pool.version(), metadata))
     }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pool_core::{AllocationToken, OwnerId, Pool, ProjectId, TemplateName, Timestamp};
+use pool_core::{AllocationToken, OwnerId, Pool, ProjectId, ProjectState, TemplateName, Timestamp};
 use pool_storage::{Metadata, PoolStore, Revision};
 use rand::Rng;
 use tokio::sync::{Notify, watch};
@@ -76,6 +76,12 @@ pub(crate) struct State {
     /// reserve. A hand-out takes its project's document from here, so the reply needs
     /// no read; once handed out, a project's metadata is read through the cache.
     pub(crate) reserve_metadata: HashMap<ProjectId, Arc<Metadata>>,
+    /// Reserved projects the store has no metadata for: not read again while reserved.
+    pub(crate) no_metadata: HashSet<ProjectId>,
+    /// A task is reading ahead the metadata of reserved projects.
+    pub(crate) reading_ahead: bool,
+    /// After a failed read-ahead, the next one waits until then.
+    pub(crate) read_ahead_after: Option<Instant>,
 }
 
 impl State {
@@ -97,6 +103,9 @@ impl State {
             recycling: HashSet::new(),
             undelivered: HashSet::new(),
             reserve_metadata: HashMap::new(),
+            no_metadata: HashSet::new(),
+            reading_ahead: false,
+            read_ahead_after: None,
         }
     }
 
@@ -137,21 +146,36 @@ impl State {
     }
 
     /// Forgets the kept metadata of projects no longer reserved by `owner` (taken by
-    /// another manager at a rebase, quarantined, removed). Cheap when nothing is stale:
-    /// it only scans when more documents are kept than `owner` has reservations.
-    pub(crate) fn forget_stale_metadata(&mut self, owner: &OwnerId, templates: &[TemplateName]) {
+    /// another manager at a rebase, quarantined, removed), and says whether some of its
+    /// reservations have no document at hand. Cheap when nothing is stale: it only scans
+    /// when more projects are accounted for than `owner` has reservations.
+    pub(crate) fn check_kept_metadata<'t>(
+        &mut self,
+        owner: &OwnerId,
+        templates: impl IntoIterator<Item = &'t TemplateName>,
+    ) -> bool {
         let reserved: usize = templates
-            .iter()
+            .into_iter()
             .map(|t| self.pool.reserved_count(owner, t))
             .sum();
-        if self.reserve_metadata.len() <= reserved {
-            return;
+        if self.reserve_metadata.len() + self.no_metadata.len() > reserved {
+            let pool = &self.pool;
+            let ours = |id: &ProjectId| {
+                let state = pool.get(id).map(|r| &r.state);
+                matches!(state, Some(ProjectState::Reserved { owner: o }) if o == owner)
+            };
+            self.reserve_metadata.retain(|id, _| ours(id));
+            self.no_metadata.retain(|id| ours(id));
         }
-        let pool = &self.pool;
-        self.reserve_metadata.retain(|id, _| {
-            pool.get(id)
-                .is_some_and(|r| matches!(&r.state, pool_core::ProjectState::Reserved { owner: o } if o == owner))
-        });
+        self.reserve_metadata.len() + self.no_metadata.len() < reserved
+    }
+
+    /// Takes the kept metadata of a project being handed out.
+    pub(crate) fn take_kept_metadata(&mut self, id: &ProjectId) -> Option<Arc<Metadata>> {
+        if !self.no_metadata.is_empty() {
+            self.no_metadata.remove(id);
+        }
+        self.reserve_metadata.remove(id)
     }
 
     /// Projects whose latest change is not stored: what a crash now could lose.
@@ -374,7 +398,7 @@ mod tests {
             st.reserve_metadata.insert(id.clone(), doc);
         }
         let templates = [template.clone()];
-        st.forget_stale_metadata(&me, &templates);
+        assert!(!st.check_kept_metadata(&me, &templates), "nothing missing");
         let mut kept: Vec<_> = st.reserve_metadata.keys().cloned().collect();
         kept.sort();
         assert_eq!(
@@ -383,12 +407,17 @@ mod tests {
             "another manager's project is dropped"
         );
         st.pool.quarantine(&ids[0], "a test", now).unwrap();
-        st.forget_stale_metadata(&me, &templates);
+        assert!(!st.check_kept_metadata(&me, &templates));
         assert_eq!(
             st.reserve_metadata.len(),
             2,
             "a quarantined project is dropped"
         );
         assert!(!st.reserve_metadata.contains_key(&ids[0]));
+        let taken = st.take_kept_metadata(&ids[1]).unwrap();
+        assert_eq!(taken["id"], ids[1].as_str());
+        // Taken for a hand-out while the project is still reserved (as in a test; a
+        // hand-out allocates it): one reservation now lacks its document.
+        assert!(st.check_kept_metadata(&me, &templates));
     }
 }

@@ -169,3 +169,94 @@ async fn provisioned_projects_come_with_their_metadata() {
     assert_eq!(m.metrics().metadata_loads, 1);
     m.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Projects reserved without their document at hand (here: stored by an earlier run)
+/// have it read ahead, once each, so their hand-outs need no read; a project whose
+/// document is missing is handed out without one and not read over and over.
+#[tokio::test(start_paused = true)]
+async fn reserved_projects_have_their_metadata_read_ahead() {
+    let store = MemoryStore::new();
+    let ids = ids("earlier", 10);
+    for id in &ids[..9] {
+        let doc = json!({"url": format!("https://example.invalid/{id}")});
+        store.put_metadata(id, &doc, None).await.unwrap();
+    }
+    let m = PoolManager::builder(Arc::new(store.clone()))
+        .config(config(10))
+        .metadata(Arc::new(store.clone()), Duration::from_secs(30), 100)
+        .start()
+        .await
+        .unwrap();
+    m.add_projects(&template(), ids.clone()).await.unwrap();
+    reserved(&m, 10).await;
+    eventually(Duration::from_secs(10), || {
+        store.counters().metadata_gets == 10
+    })
+    .await;
+    // Many maintenance rounds later, nothing was read again.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(store.counters().metadata_gets, 10);
+    let mut with_document = 0;
+    for i in 0..10 {
+        let conversation = pool_core::ConversationId::new(format!("conv-{i}")).unwrap();
+        let a = m
+            .allocate(&conversation, &template(), pool_runtime::OnEmpty::Fail)
+            .await
+            .unwrap();
+        match a.metadata {
+            Some(doc) => {
+                assert_eq!(doc["url"], format!("https://example.invalid/{}", a.project));
+                with_document += 1;
+            }
+            None => assert_eq!(a.project, ids[9], "only the project with no document"),
+        }
+    }
+    assert_eq!(with_document, 9);
+    assert_eq!(store.counters().metadata_gets, 10, "no read for a hand-out");
+    m.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A document the store fails to read stops each read-ahead; the next waits a few
+/// seconds instead of hammering the store, and the documents that could be read are at
+/// hand.
+#[tokio::test(start_paused = true)]
+async fn a_failing_read_ahead_backs_off() {
+    let store = MemoryStore::new();
+    let ids = ids("earlier", 4);
+    for id in &ids {
+        store
+            .put_metadata(id, &json!({"id": id.as_str()}), None)
+            .await
+            .unwrap();
+    }
+    store.fail_metadata_of(ids[0].clone());
+    let m = PoolManager::builder(Arc::new(store.clone()))
+        .config(config(4))
+        .metadata(Arc::new(store.clone()), Duration::from_secs(30), 100)
+        .start()
+        .await
+        .unwrap();
+    m.add_projects(&template(), ids.clone()).await.unwrap();
+    reserved(&m, 4).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // The first pass reads all four; each later one (every 5 s at most) only the one
+    // that fails.
+    let reads = store.counters().metadata_gets;
+    assert!((4..=4 + 7).contains(&reads), "{reads} reads in 30 s");
+    let mut with_document = 0;
+    for i in 0..4 {
+        let conversation = pool_core::ConversationId::new(format!("conv-{i}")).unwrap();
+        let a = m
+            .allocate(&conversation, &template(), pool_runtime::OnEmpty::Fail)
+            .await
+            .unwrap();
+        if let Some(doc) = a.metadata {
+            assert_eq!(doc["id"], a.project.as_str());
+            with_document += 1;
+        } else {
+            assert_eq!(a.project, ids[0]);
+        }
+    }
+    assert_eq!(with_document, 3);
+    m.shutdown(Duration::from_secs(5)).await;
+}

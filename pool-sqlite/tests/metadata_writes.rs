@@ -80,6 +80,9 @@ async fn concurrent_writes_get_distinct_revisions_and_survive_a_reopen() {
     drop(store);
     let store = SqliteStore::open(config).await.unwrap();
     for (_, _, rev) in put_all(&store, (0..20).map(|i| (i, 1)).collect()).await {
-        assert!(seen.insert(rev.clone()), "revision {rev:?} given again after a reopen");
+        assert!(
+            seen.insert(rev.clone()),
+            "revision {rev:?} given again after a reopen"
+        );
     }
 }
