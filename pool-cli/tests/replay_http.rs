@@ -115,6 +115,8 @@ fn a_load_run_answers_every_arrival_and_counts_errors_by_code() {
     assert!(v["store_writes"].as_u64().unwrap() > 0);
     assert!(v["achieved_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["latency_us_p50"].as_f64().unwrap() > 0.0);
+    let lag = |q: &str| v[format!("generator_lag_us_{q}")].as_f64().unwrap();
+    assert!(0.0 <= lag("p50") && lag("p50") <= lag("p99"), "{v}");
 
     let v = replay(
         server.port,

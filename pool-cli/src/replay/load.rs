@@ -334,6 +334,30 @@ async fn exchange(
     Ok(())
 }
 
+/// Queues arrival `i` at `start + offsets[i] / speed`; returns how late each was queued.
+fn dispatch(
+    offsets: &[Duration],
+    speed: f64,
+    start: std::time::Instant,
+    jobs: &mpsc::UnboundedSender<Job>,
+) -> Vec<Duration> {
+    let mut lag = Vec::with_capacity(offsets.len());
+    for (index, offset) in offsets.iter().enumerate() {
+        let due = start + offset.div_f64(speed);
+        let now = std::time::Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let now = std::time::Instant::now();
+        lag.push(now.saturating_duration_since(due));
+        let queued = Instant::from_std(now);
+        if jobs.send(Job { index, queued }).is_err() {
+            break;
+        }
+    }
+    lag
+}
+
 /// The ready counts sampled so far, and the latest full sample.
 type Samples = (Vec<(Duration, u64)>, PoolSample);
 
@@ -470,44 +494,32 @@ async fn drive(
         })
     };
 
-    let speed = params.speed;
-    let mut lag = Vec::with_capacity(trace.len());
+    // Arrivals are queued by a thread of their own: tokio's timer wheel has a resolution
+    // of a millisecond, which would release them in bursts (ten at a time at 10,000/s);
+    // a thread's sleep keeps to the trace within tens of microseconds.
+    let dispatcher = {
+        let (offsets, speed) = (trace.offsets.clone(), params.speed);
+        let start = start.into_std();
+        std::thread::Builder::new()
+            .name("replay-dispatch".into())
+            .spawn(move || dispatch(&offsets, speed, start, &job_tx))
+            .map_err(|e| ReplayError::Http(format!("starting the dispatcher: {e}")))?
+    };
     let mut results: Vec<Option<Done>> = vec![None; trace.len()];
     let mut answered = 0usize;
-    let mut i = 0usize;
-    while i < trace.len() {
-        let due = start + trace.offsets[i].div_f64(speed);
-        if due > Instant::now() {
-            tokio::time::sleep_until(due).await;
-        }
-        let now = Instant::now();
-        // Queue everything that is due by now.
-        while i < trace.len() {
-            let due = start + trace.offsets[i].div_f64(speed);
-            if due > now {
-                break;
-            }
-            lag.push(now.saturating_duration_since(due));
-            let _ = job_tx.send(Job {
-                index: i,
-                queued: now,
-            });
-            i += 1;
-        }
-        while let Ok(d) = done_rx.try_recv() {
-            answered += 1;
-            let at = d.index;
-            results[at] = Some(d);
-        }
-        progress.set_position(answered as u64);
-    }
-    drop(job_tx);
     while let Some(d) = done_rx.recv().await {
         answered += 1;
-        progress.set_position(answered as u64);
+        if answered % 64 == 0 {
+            progress.set_position(answered as u64);
+        }
         let at = d.index;
         results[at] = Some(d);
     }
+    progress.set_position(answered as u64);
+    // Every job was queued before the last answer came, so the thread has ended.
+    let mut lag = dispatcher
+        .join()
+        .map_err(|_| ReplayError::Http("the dispatcher thread panicked".into()))?;
     for w in workers {
         let _ = w.await;
     }
@@ -549,7 +561,7 @@ async fn drive(
             latency
         };
         arrivals.push(Arrival {
-            at: trace.offsets[i].div_f64(speed),
+            at: trace.offsets[i].div_f64(params.speed),
             result: d.result,
             wait,
             latency,

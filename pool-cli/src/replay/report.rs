@@ -110,6 +110,13 @@ pub struct Summary {
     /// Responses per second of real time (HTTP mode only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub achieved_per_s: Option<f64>,
+    /// Median lateness of the generator queueing an arrival against the trace, in
+    /// microseconds; not counted in the latency (HTTP mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator_lag_us_p50: Option<f64>,
+    /// 99th percentile of the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator_lag_us_p99: Option<f64>,
 }
 
 /// The value at quantile `q` (0..=1) of sorted `values`, by the nearest-rank method.
@@ -199,6 +206,8 @@ impl RunData {
             latency_us_p99: us(percentile(&latency, 0.99)),
             latency_us_max: us(latency.last().copied().unwrap_or_default()),
             achieved_per_s: self.achieved_per_s.map(|r| (r * 10.0).round() / 10.0),
+            generator_lag_us_p50: self.dispatch_lag.map(|(p50, _)| us(p50)),
+            generator_lag_us_p99: self.dispatch_lag.map(|(_, p99)| us(p99)),
         }
     }
 
