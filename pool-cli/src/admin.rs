@@ -43,8 +43,23 @@ pub struct ImportArgs {
     pub force: bool,
 }
 
+/// Opens a store to read it; a SQLite file that does not exist is an error, not created.
+async fn open_existing(args: &StoreArgs) -> anyhow::Result<stores::Backend> {
+    if let Some(path) = stores::missing_database(args.url()) {
+        bail!(
+            "no pool database at {} (reading a store creates nothing)",
+            path.display()
+        );
+    }
+    stores::open(args.url(), args).await
+}
+
 async fn load(args: &StoreArgs) -> anyhow::Result<PoolSnapshot> {
-    let backend = stores::open(args.url(), args).await?;
+    let backend = open_existing(args).await?;
+    load_from(&backend, args).await
+}
+
+async fn load_from(backend: &stores::Backend, args: &StoreArgs) -> anyhow::Result<PoolSnapshot> {
     let loaded = backend
         .pool
         .load()
@@ -98,8 +113,8 @@ const METADATA_KEY: &str = "project_metadata";
 
 /// Writes the stored pool as a JSON snapshot, with every project's metadata document.
 pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
-    let backend = stores::open(args.store.url(), &args.store).await?;
-    let snapshot = load(&args.store).await?;
+    let backend = open_existing(&args.store).await?;
+    let snapshot = load_from(&backend, &args.store).await?;
     let mut documents = serde_json::Map::new();
     for record in &snapshot.projects {
         let got = backend.metadata.get_metadata(&record.id).await;

@@ -175,6 +175,24 @@ async fn open_sqlite(url: &str) -> anyhow::Result<Backend> {
     Ok(Backend::shared(store))
 }
 
+/// The file a `sqlite://` URL names, if it does not exist (opening would create it).
+#[cfg(feature = "sqlite")]
+pub fn missing_database(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    match pool_sqlite::SqliteConfig::from_url(url).ok()?.location {
+        pool_sqlite::Location::File(path) if !path.exists() => Some(path),
+        _ => None,
+    }
+}
+
+/// Without the SQLite backend no URL names a database file.
+#[cfg(not(feature = "sqlite"))]
+pub fn missing_database(_url: &str) -> Option<std::path::PathBuf> {
+    None
+}
+
 #[cfg(not(feature = "sqlite"))]
 async fn open_sqlite(url: &str) -> anyhow::Result<Backend> {
     bail!("store {url}: this build has no SQLite backend (enable the `sqlite` feature)")

@@ -302,6 +302,18 @@ fn corrupt_and_unknown_snapshots_are_refused_before_the_store_is_touched() {
 #[test]
 fn reading_a_store_without_a_pool_or_with_a_foreign_file_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");
+    let missing = url(dir.path(), "missing.db");
+    for command in ["status", "export"] {
+        let err = fail(&[command, "--store", &missing]);
+        assert!(err.contains("no pool database at"), "{err}");
+        assert!(err.contains("missing.db"), "{err}");
+    }
+    assert!(
+        !dir.path().join("missing.db").exists(),
+        "reading a store creates no file"
+    );
+    let config = pool_sqlite::SqliteConfig::file(dir.path().join("empty.db"));
+    drop(pool_sqlite::SqliteStore::open_blocking(config).expect("an empty database"));
     let empty = url(dir.path(), "empty.db");
     for command in ["status", "export"] {
         let err = fail(&[command, "--store", &empty]);
