@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use pool_core::{ProjectId, ProjectState, SupplyCounts, TemplateName, Timestamp};
-use pool_storage::Metadata;
+use pool_storage::{ErrorKind, Metadata, StoreError};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -110,12 +110,19 @@ async fn read_metadata_ahead(shared: Arc<Shared>) {
     let mut failure = None;
     let mut reads = tokio::task::JoinSet::new();
     let mut next = wanted.into_iter();
+    let limit = shared.config.request_timeout;
     loop {
         while reads.len() < READ_AHEAD_CONCURRENCY && failure.is_none() && !shared.is_stopping() {
             let Some(id) = next.next() else { break };
             let store = store.clone();
             reads.spawn(async move {
-                let got = store.get_metadata(&id).await;
+                // A read that never answers would otherwise hold this task, and with it
+                // every later read-ahead, for good.
+                let got = tokio::time::timeout(limit, store.get_metadata(&id)).await;
+                let got = got.unwrap_or_else(|_| {
+                    let msg = format!("no answer within {limit:?}");
+                    Err(StoreError::new(ErrorKind::Timeout, "runtime", msg))
+                });
                 (id, got)
             });
         }

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pool_core::{
-    AllocationToken, ConversationId, OwnerId, Pool, ProjectId, StateCounts, TemplateName,
+    AllocationToken, ConversationId, OwnerId, Pool, ProjectId, ProjectState, StateCounts,
+    TemplateName,
 };
 use pool_storage::{Metadata, MetadataStore, PoolStore, PoolWrite, Precondition, Revision};
 use rand::Rng;
@@ -652,7 +653,18 @@ impl PoolManager {
             .cache
             .as_ref()
             .ok_or_else(|| ManagerError::NoMetadata(project.clone()))?;
-        let kept = sh.lock().reserve_metadata.get(project).cloned();
+        let kept = {
+            // A document kept for a project that has since left this manager's reserve
+            // (taken over, released at shutdown) may be stale until the maintainer
+            // forgets it, which a halted manager never does.
+            let st = sh.lock();
+            let state = st.pool.get(project).map(|r| &r.state);
+            let reserved_here =
+                matches!(state, Some(ProjectState::Reserved { owner }) if owner == &sh.owner);
+            reserved_here
+                .then(|| st.reserve_metadata.get(project).cloned())
+                .flatten()
+        };
         if let Some(m) = kept {
             bump(&sh.metrics.cache_hits);
             return Ok(m);

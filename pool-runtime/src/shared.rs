@@ -147,8 +147,10 @@ impl State {
 
     /// Forgets the kept metadata of projects no longer reserved by `owner` (taken by
     /// another manager at a rebase, quarantined, removed), and says whether some of its
-    /// reservations have no document at hand. Cheap when nothing is stale: it only scans
-    /// when more projects are accounted for than `owner` has reservations.
+    /// reservations have no document at hand. A project handed to a waiting caller that
+    /// has not taken it yet keeps its document: the caller takes it with the project.
+    /// Cheap when nothing is stale: it only scans when more projects are accounted for
+    /// than `owner` has reservations.
     pub(crate) fn check_kept_metadata<'t>(
         &mut self,
         owner: &OwnerId,
@@ -159,10 +161,11 @@ impl State {
             .map(|t| self.pool.reserved_count(owner, t))
             .sum();
         if self.reserve_metadata.len() + self.no_metadata.len() > reserved {
-            let pool = &self.pool;
+            let (pool, undelivered) = (&self.pool, &self.undelivered);
             let ours = |id: &ProjectId| {
                 let state = pool.get(id).map(|r| &r.state);
                 matches!(state, Some(ProjectState::Reserved { owner: o }) if o == owner)
+                    || undelivered.contains(id)
             };
             self.reserve_metadata.retain(|id, _| ours(id));
             self.no_metadata.retain(|id| ours(id));
