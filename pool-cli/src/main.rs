@@ -50,6 +50,10 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_new(log).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (standard error closed, a full pipe) is
+        // dropped; reporting that on the same broken stream would panic the task that
+        // logged, and with it the saver or the maintainer.
+        .log_internal_errors(false)
         .init();
     if let Command::Replay(args) = cli.command {
         // The replay runs its own runtime (a paused clock for simulated time).

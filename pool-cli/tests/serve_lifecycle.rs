@@ -234,3 +234,55 @@ fn managers_sharing_a_store_keep_short_leases_alive() {
     assert_eq!(conversations.len(), 6, "{held:?}");
     assert!(held.keys().all(|p| seen.contains(p)), "{held:?} {seen:?}");
 }
+
+/// Standard error closed under a running service (its log reader went away): log lines
+/// are dropped, and the service goes on storing what it hands out and stops cleanly.
+#[test]
+fn a_closed_log_stream_does_not_stop_saves() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], common::server::free_port()));
+    let store = format!("sqlite://{}/pool.db", dir.path().display());
+    let mut child = common::pool_command()
+        .args(["serve", "--listen", &addr.to_string(), "--store", &store])
+        .args(["--provision-delay", "10ms", "--save-delay", "5ms"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start pool serve");
+    let ready = || {
+        let r = common::client::request(addr, "GET", "/readyz", &[], None);
+        r.ok().filter(|r| r.status == 200)
+    };
+    common::poll(Duration::from_secs(30), "the service is ready", ready);
+    // Every later log write now fails with a broken pipe.
+    drop(child.stderr.take());
+    let mut held = Vec::new();
+    for i in 0..5 {
+        let path = format!("/v1/conversations/closed-log-{i}/project");
+        let body = br#"{"on_empty": "wait"}"#;
+        let r = common::client::request(addr, "POST", &path, &[], Some(body)).expect("allocate");
+        assert_eq!(r.status, 200, "{}", r.text());
+        held.push(
+            r.json()["project_id"]
+                .as_str()
+                .expect("a project")
+                .to_owned(),
+        );
+    }
+    let status = || {
+        let r = common::client::request(addr, "GET", "/v1/pool", &[], None).ok()?;
+        let v = r.json();
+        (v["unsaved_changes"] == 0 && v["saved_version"] == v["version"]).then_some(v)
+    };
+    let v = common::poll(Duration::from_secs(30), "every hand-out stored", status);
+    assert_eq!(v["health"]["status"], "healthy", "{v}");
+    common::server::signal(child.id(), "TERM");
+    let exit = child.wait().expect("wait for the service");
+    assert!(exit.success(), "stopped with {exit}");
+    let stored = holders(&export(&store));
+    for (i, project) in held.iter().enumerate() {
+        let holder = stored.get(project).map(|(c, _)| c.as_str());
+        assert_eq!(holder, Some(format!("closed-log-{i}").as_str()));
+    }
+}

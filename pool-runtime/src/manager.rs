@@ -688,13 +688,24 @@ impl PoolManager {
             };
             templates.insert(name, ts);
         }
+        let mut health = st.health();
+        if health == Health::Healthy
+            && !sh.saver_running.load(Ordering::Acquire)
+            && !sh.is_stopping()
+        {
+            let reason = "the background saver stopped; changes are stored only by a flush \
+                          or at shutdown";
+            health = Health::Degraded {
+                reason: reason.into(),
+            };
+        }
         Status {
             owner: sh.owner.clone(),
             version: st.pool.version(),
             saved_version: st.pool.saved_version(),
             unsaved_changes: st.unsaved_changes(),
             last_save_age: st.last_save.map(|t| t.elapsed()),
-            health: st.health(),
+            health,
             templates,
             metrics: sh.metrics.snapshot(),
         }

@@ -250,6 +250,10 @@ async fn flush_falls_back_to_an_inline_save_when_the_saver_is_gone() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    match m.status().health {
+        Health::Degraded { reason } => assert!(reason.contains("saver stopped"), "{reason}"),
+        other => panic!("a manager without its saver reports {other:?}"),
+    }
     let b = m
         .allocate(&conv(2), &template(), OnEmpty::Fail)
         .await
