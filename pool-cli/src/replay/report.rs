@@ -215,15 +215,25 @@ impl RunData {
     pub fn human(&self) -> String {
         let s = self.summary();
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "replayed {} arrivals of {} ({} of trace time) on the {} clock in {}",
-            s.arrivals,
-            s.trace,
-            short(self.end),
-            s.mode,
-            short(self.wall),
-        );
+        if s.mode == "http" {
+            let _ = writeln!(
+                out,
+                "replayed {} arrivals of {} over HTTP in {}",
+                s.arrivals,
+                s.trace,
+                short(self.wall),
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "replayed {} arrivals of {} ({} of trace time) on the {} clock in {}",
+                s.arrivals,
+                s.trace,
+                short(self.end),
+                s.mode,
+                short(self.wall),
+            );
+        }
         if let (Some(t), Some(p), Some(c)) = (s.target, self.provision_time, s.max_in_flight) {
             let _ = writeln!(
                 out,
@@ -232,7 +242,8 @@ impl RunData {
             );
         }
         let row = |out: &mut String, label: &str, value: String| {
-            let _ = writeln!(out, "  {label:<22}{value}");
+            // At least one space, however long the label (an error code can be).
+            let _ = writeln!(out, "  {label:<21} {value}");
         };
         row(
             &mut out,
@@ -463,5 +474,40 @@ mod tests {
             2.0 * 10.0 + 5.0 + 3.0 * 5.0
         );
         assert_eq!(idle_project_seconds(&ready, s(5)), 10.0);
+    }
+
+    #[test]
+    fn the_table_keeps_long_error_codes_apart_from_their_counts() {
+        let arrival = |result: Result<bool, String>| Arrival {
+            at: Duration::ZERO,
+            result,
+            wait: Duration::from_millis(1),
+            latency: Duration::from_millis(1),
+        };
+        let run = RunData {
+            mode: "http",
+            trace: "synthetic 10/s for 1s".into(),
+            arrivals: vec![
+                arrival(Ok(true)),
+                arrival(Err("wait_timed_out".into())),
+                arrival(Err("a_code_longer_than_the_label_column".into())),
+            ],
+            wall: Duration::from_secs(2),
+            ..RunData::default()
+        };
+        let table = run.human();
+        assert!(table.contains("error wait_timed_out 1"), "{table}");
+        assert!(
+            table.contains("error a_code_longer_than_the_label_column 1"),
+            "{table}"
+        );
+        assert!(
+            table.starts_with("replayed 3 arrivals of synthetic 10/s for 1s over HTTP in 2s"),
+            "{table}"
+        );
+        assert!(
+            table.contains("  warm hand-outs        33.333 %"),
+            "{table}"
+        );
     }
 }
