@@ -242,7 +242,15 @@ fn a_closed_log_stream_does_not_stop_saves() {
     let dir = tempfile::tempdir().expect("temp dir");
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], common::server::free_port()));
     let store = format!("sqlite://{}/pool.db", dir.path().display());
-    let mut child = common::pool_command()
+    /// Kills the service if the test fails before stopping it.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = common::pool_command()
         .args(["serve", "--listen", &addr.to_string(), "--store", &store])
         .args(["--provision-delay", "10ms", "--save-delay", "5ms"])
         .stdin(std::process::Stdio::null())
@@ -250,13 +258,14 @@ fn a_closed_log_stream_does_not_stop_saves() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start pool serve");
+    let mut child = KillOnDrop(child);
     let ready = || {
         let r = common::client::request(addr, "GET", "/readyz", &[], None);
         r.ok().filter(|r| r.status == 200)
     };
     common::poll(Duration::from_secs(30), "the service is ready", ready);
     // Every later log write now fails with a broken pipe.
-    drop(child.stderr.take());
+    drop(child.0.stderr.take());
     let mut held = Vec::new();
     for i in 0..5 {
         let path = format!("/v1/conversations/closed-log-{i}/project");
@@ -277,8 +286,8 @@ fn a_closed_log_stream_does_not_stop_saves() {
     };
     let v = common::poll(Duration::from_secs(30), "every hand-out stored", status);
     assert_eq!(v["health"]["status"], "healthy", "{v}");
-    common::server::signal(child.id(), "TERM");
-    let exit = child.wait().expect("wait for the service");
+    common::server::signal(child.0.id(), "TERM");
+    let exit = child.0.wait().expect("wait for the service");
     assert!(exit.success(), "stopped with {exit}");
     let stored = holders(&export(&store));
     for (i, project) in held.iter().enumerate() {
