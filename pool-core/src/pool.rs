@@ -156,6 +156,13 @@ impl Pool {
         })
     }
 
+    /// Whether project `id` is reserved by `owner`.
+    pub fn is_reserved_by(&self, id: &ProjectId, owner: &OwnerId) -> bool {
+        self.projects
+            .get(id)
+            .is_some_and(|r| matches!(&r.state, ProjectState::Reserved { owner: o } if o == owner))
+    }
+
     /// `owner`'s reserved projects of `template`, in hand-out order.
     pub fn reserved_of(
         &self,

@@ -131,10 +131,7 @@ async fn read_metadata_ahead(shared: Arc<Shared>) {
         };
         let Ok((id, got)) = done else { continue };
         let mut st = shared.lock();
-        let ours = matches!(
-            st.pool.get(&id).map(|r| &r.state),
-            Some(ProjectState::Reserved { owner }) if owner == &shared.owner
-        );
+        let ours = st.pool.is_reserved_by(&id, &shared.owner);
         match got {
             Ok(Some(v)) if ours => {
                 st.reserve_metadata.insert(id, Arc::new(v.value));
@@ -397,8 +394,6 @@ async fn recycle(shared: Arc<Shared>, id: ProjectId, template: TemplateName) {
     st.recycling.remove(&id);
     if result.is_ok() {
         st.reserve_metadata.remove(&id);
-    }
-    if result.is_ok() {
         let before = st.pool.version();
         let terminal = st
             .pool

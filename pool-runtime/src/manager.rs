@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pool_core::{
-    AllocationToken, ConversationId, OwnerId, Pool, ProjectId, ProjectState, StateCounts,
-    TemplateName,
+    AllocationToken, ConversationId, OwnerId, Pool, ProjectId, StateCounts, TemplateName,
 };
 use pool_storage::{Metadata, MetadataStore, PoolStore, PoolWrite, Precondition, Revision};
 use rand::Rng;
@@ -463,7 +462,6 @@ impl PoolManager {
             bump(&sh.metrics.handouts_repeat);
             return Ok(allocated(a, false, None));
         }
-        let metadata = metadata.or_else(|| sh.lock().take_kept_metadata(&a.project));
         if metadata.is_some() {
             bump(&sh.metrics.cache_hits);
         }
@@ -527,8 +525,12 @@ impl PoolManager {
                 }
             },
         };
-        let version = sh.lock().pool.version();
-        self.finish(a, version, None, true, started).await
+        let (version, metadata) = {
+            let mut st = sh.lock();
+            let metadata = a.fresh.then(|| st.take_kept_metadata(&a.project)).flatten();
+            (st.pool.version(), metadata)
+        };
+        self.finish(a, version, metadata, true, started).await
     }
 
     async fn allocate_cold(
@@ -658,10 +660,8 @@ impl PoolManager {
             // (taken over, released at shutdown) may be stale until the maintainer
             // forgets it, which a halted manager never does.
             let st = sh.lock();
-            let state = st.pool.get(project).map(|r| &r.state);
-            let reserved_here =
-                matches!(state, Some(ProjectState::Reserved { owner }) if owner == &sh.owner);
-            reserved_here
+            st.pool
+                .is_reserved_by(project, &sh.owner)
                 .then(|| st.reserve_metadata.get(project).cloned())
                 .flatten()
         };

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pool_core::{AllocationToken, OwnerId, Pool, ProjectId, ProjectState, TemplateName, Timestamp};
+use pool_core::{AllocationToken, OwnerId, Pool, ProjectId, TemplateName, Timestamp};
 use pool_storage::{Metadata, PoolStore, Revision};
 use rand::Rng;
 use tokio::sync::{Notify, watch};
@@ -162,11 +162,7 @@ impl State {
             .sum();
         if self.reserve_metadata.len() + self.no_metadata.len() > reserved {
             let (pool, undelivered) = (&self.pool, &self.undelivered);
-            let ours = |id: &ProjectId| {
-                let state = pool.get(id).map(|r| &r.state);
-                matches!(state, Some(ProjectState::Reserved { owner: o }) if o == owner)
-                    || undelivered.contains(id)
-            };
+            let ours = |id: &ProjectId| pool.is_reserved_by(id, owner) || undelivered.contains(id);
             self.reserve_metadata.retain(|id, _| ours(id));
             self.no_metadata.retain(|id| ours(id));
         }
