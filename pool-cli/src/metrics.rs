@@ -56,7 +56,7 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 pub fn render(status: &Status, latency: &Histogram) -> String {
     let m = &status.metrics;
     let mut out = String::new();
-    let counters: [(&str, &str, u64); 16] = [
+    let counters: [(&str, &str, u64); 18] = [
         (
             "pool_handouts_warm_total",
             "Projects handed out from the warm buffer.",
@@ -124,6 +124,11 @@ pub fn render(status: &Status, latency: &Histogram) -> String {
             m.quarantined,
         ),
         (
+            "pool_reclaimed_total",
+            "Allocations reclaimed after their lease ran out.",
+            m.reclaimed,
+        ),
+        (
             "pool_metadata_cache_hits_total",
             "Metadata served from memory (the cache, or kept with a reserved project).",
             m.cache_hits,
@@ -132,6 +137,11 @@ pub fn render(status: &Status, latency: &Histogram) -> String {
             "pool_metadata_cache_misses_total",
             "Metadata reads that missed the cache.",
             m.cache_misses,
+        ),
+        (
+            "pool_metadata_loads_total",
+            "Metadata documents read from the store.",
+            m.metadata_loads,
         ),
     ];
     for (name, help, value) in counters {
@@ -198,6 +208,77 @@ pub fn render(status: &Status, latency: &Histogram) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pool_runtime::MetricsSnapshot;
+
+    /// Every counter the manager keeps is exposed, each under its own name: a counter
+    /// added to the snapshot without a line here fails to compile this test.
+    #[test]
+    fn every_counter_of_the_manager_is_exposed() {
+        let snapshot = MetricsSnapshot {
+            handouts_warm: 101,
+            handouts_cold: 102,
+            handouts_repeat: 103,
+            stockouts: 104,
+            waits: 105,
+            wait_micros: 106_000_000,
+            backpressure_waits: 107,
+            saves: 108,
+            save_micros: 109_000_000,
+            save_retries: 110,
+            save_failures: 111,
+            conflicts: 112,
+            inline_saves: 113,
+            provisions_started: 114,
+            provisions_failed: 115,
+            quarantined: 116,
+            reclaimed: 117,
+            cache_hits: 118,
+            cache_misses: 119,
+            metadata_loads: 120,
+        };
+        let expected = [
+            ("pool_handouts_warm_total", 101),
+            ("pool_handouts_cold_total", 102),
+            ("pool_handouts_repeat_total", 103),
+            ("pool_stockouts_total", 104),
+            ("pool_waits_total", 105),
+            ("pool_wait_seconds_total", 106),
+            ("pool_backpressure_waits_total", 107),
+            ("pool_saves_total", 108),
+            ("pool_save_seconds_total", 109),
+            ("pool_save_retries_total", 110),
+            ("pool_save_failures_total", 111),
+            ("pool_save_conflicts_total", 112),
+            ("pool_inline_saves_total", 113),
+            ("pool_provisions_started_total", 114),
+            ("pool_provisions_failed_total", 115),
+            ("pool_quarantined_total", 116),
+            ("pool_reclaimed_total", 117),
+            ("pool_metadata_cache_hits_total", 118),
+            ("pool_metadata_cache_misses_total", 119),
+            ("pool_metadata_loads_total", 120),
+        ];
+        let status = Status {
+            owner: pool_core::OwnerId::new("metrics-test").expect("a valid owner id"),
+            version: 1,
+            saved_version: 1,
+            unsaved_changes: 0,
+            last_save_age: None,
+            health: Health::Healthy,
+            templates: std::collections::BTreeMap::new(),
+            metrics: snapshot,
+        };
+        let out = render(&status, &Histogram::default());
+        for (name, value) in expected {
+            let line = format!("\n{name} {value}\n");
+            assert!(out.contains(&line), "no {line:?} in:\n{out}");
+            let typed = format!("# TYPE {name} counter\n");
+            assert!(
+                out.contains(&typed),
+                "{name} is not typed a counter:\n{out}"
+            );
+        }
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {
