@@ -2,11 +2,12 @@
 
 use std::io::IsTerminal;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pool_cli::admin::{self, ExportArgs, ImportArgs, StatusArgs};
 use pool_cli::replay::{self, ReplayArgs};
 use pool_cli::serve;
-use pool_cli::settings::ServeArgs;
+use pool_cli::settings::{self, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 /// Hands each new conversation a pre-provisioned project in microseconds, and keeps the
@@ -14,9 +15,10 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser, Debug)]
 #[command(name = "pool", version, about, long_about = None)]
 struct Cli {
-    /// Log filter, e.g. `info` or `pool_runtime=debug`.
-    #[arg(long, global = true, env = "POOL_LOG", default_value = "info")]
-    log: String,
+    /// Log filter, e.g. `info` or `pool_runtime=debug`; `pool serve` also reads it from
+    /// its config file [default: info].
+    #[arg(long, global = true, env = "POOL_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,17 +39,23 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // A replay drives a whole pool: its per-save info lines would drown the report.
-    let quiet_replay = matches!(cli.command, Command::Replay(_))
-        && cli.log == "info"
-        && std::env::var_os("POOL_LOG").is_none();
-    let log = if quiet_replay {
-        "warn"
-    } else {
-        cli.log.as_str()
+    let from_file = match (&cli.log, &cli.command) {
+        (None, Command::Serve(args)) => match &args.config {
+            Some(path) => settings::log_filter_in(path)?,
+            None => None,
+        },
+        _ => None,
     };
+    // A replay drives a whole pool: its per-save info lines would drown the report.
+    let quiet = matches!(cli.command, Command::Replay(_));
+    let log = cli
+        .log
+        .or(from_file)
+        .unwrap_or_else(|| if quiet { "warn" } else { "info" }.to_owned());
+    let filter =
+        EnvFilter::try_new(&log).with_context(|| format!("the log filter {log:?} is not valid"))?;
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         // A log line that cannot be written (standard error closed, a full pipe) is

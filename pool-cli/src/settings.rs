@@ -83,6 +83,8 @@ pub struct ServeArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSettings {
+    /// The log filter; read before everything else, by [`log_filter_in`].
+    log: Option<String>,
     store: Option<String>,
     listen: Option<SocketAddr>,
     api_token: Option<String>,
@@ -267,6 +269,12 @@ impl Settings {
                 .unwrap_or(Duration::from_secs(30)),
         })
     }
+}
+
+/// The log filter the config file at `path` sets, if any. Logging starts before the
+/// other settings are resolved, so this is read on its own.
+pub fn log_filter_in(path: &Path) -> anyhow::Result<Option<String>> {
+    Ok(read_file(path, &mut StoreArgs::default())?.log)
 }
 
 /// Reads a config file: the backend options into `store_args` where flags and

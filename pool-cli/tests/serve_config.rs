@@ -208,3 +208,55 @@ fn flags_win_over_the_environment_which_wins_over_the_file() {
         "the file still sets what nothing overrides"
     );
 }
+
+#[test]
+fn the_config_file_sets_the_log_filter_unless_a_flag_does() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("pool.toml");
+    let toml = "log = \"pool_runtime=debug,warn\"\ntemplates = [\"default=1\"]\n\
+                provision_delay = \"10ms\"\n";
+    std::fs::write(&file, toml).expect("write the config");
+    let config = file.display().to_string();
+    let store = |name: &str| format!("sqlite://{}/{name}.db", dir.path().display());
+
+    let (filed, flagged) = (store("filed"), store("flagged"));
+    let from_file = Server::start(dir.path(), &["--config", &config, "--store", &filed]);
+    from_file.wait_warm("default", 1);
+    poll(Duration::from_secs(10), "the runtime's debug lines", || {
+        from_file
+            .log_text()
+            .contains("project provisioned")
+            .then_some(())
+    });
+    let text = from_file.log_text();
+    assert!(
+        !text.contains("pool service listening"),
+        "the file's filter keeps the service's info lines out:\n{text}"
+    );
+
+    let args = ["--config", &config, "--store", &flagged, "--log", "info"];
+    let from_flag = Server::start(dir.path(), &args);
+    from_flag.wait_warm("default", 1);
+    let text = from_flag.log_text();
+    assert!(text.contains("pool service listening"), "{text}");
+    assert!(
+        !text.contains("project provisioned"),
+        "--log info wins over the file's debug filter:\n{text}"
+    );
+}
+
+#[test]
+fn an_invalid_log_filter_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = format!("sqlite://{}/none.db", dir.path().display());
+    let out = run_pool(&["status", "--store", &store, "--log", "pool_runtime=loudly"]);
+    assert!(
+        !out.status.success(),
+        "an invalid filter must stop the command"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the log filter \"pool_runtime=loudly\" is not valid"),
+        "{stderr}"
+    );
+}
