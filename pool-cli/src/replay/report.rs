@@ -14,7 +14,8 @@ pub struct Arrival {
     pub at: Duration,
     /// `Ok(warm)` when it got a project, or the error code it got instead.
     pub result: Result<bool, String>,
-    /// From arrival to hand-out (or to the error), in trace time.
+    /// From the moment it was asked to its hand-out (or its error), in trace time; zero
+    /// for a warm hand-out.
     pub wait: Duration,
     /// How long the allocation took on the clock the replay ran on.
     pub latency: Duration,

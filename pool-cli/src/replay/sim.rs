@@ -143,6 +143,20 @@ async fn seed(store: &MemoryStore, p: &SimParams) -> Result<(), ReplayError> {
     Ok(())
 }
 
+/// One arrival's answer, as its task saw it.
+struct Answered {
+    /// Its row in the trace.
+    index: usize,
+    /// `Ok(warm)`, or the error code.
+    result: Result<bool, String>,
+    /// When the allocation was asked for.
+    issued: Instant,
+    /// When it was answered.
+    at: Instant,
+    /// How long the allocate call took in real time.
+    wall: Duration,
+}
+
 fn config(p: &SimParams, speed: f64) -> Result<ManagerConfig, ReplayError> {
     let day = Duration::from_secs(86_400);
     let owner = OwnerId::new("replay").map_err(|e| ReplayError::Usage(e.to_string()))?;
@@ -202,15 +216,14 @@ async fn drive(
     let limit = scaled(p.wait, speed);
     let hold = p.hold.map(|h| scaled(h, speed));
     let mut tasks = JoinSet::new();
-    let mut done: Vec<(usize, Result<bool, String>, Instant, Duration)> =
-        Vec::with_capacity(trace.len());
+    let mut done: Vec<Answered> = Vec::with_capacity(trace.len());
     for (i, offset) in trace.offsets.iter().enumerate() {
         tokio::time::sleep_until(start + scaled(*offset, speed)).await;
         let conversation = ConversationId::new(format!("replay-{i}"))
             .map_err(|e| ReplayError::Usage(e.to_string()))?;
         let (m, template) = (manager.clone(), p.template.clone());
         tasks.spawn(async move {
-            let wall = std::time::Instant::now();
+            let (issued, wall) = (Instant::now(), std::time::Instant::now());
             let r = m
                 .allocate(&conversation, &template, OnEmpty::Wait(limit))
                 .await;
@@ -219,7 +232,13 @@ async fn drive(
                 end_conversation(m, a.project.clone(), a.token, hold).await;
             }
             let r = r.map(|a| a.warm).map_err(|e| e.code().to_string());
-            (i, r, at, wall)
+            Answered {
+                index: i,
+                result: r,
+                issued,
+                at,
+                wall,
+            }
         });
         while let Some(Ok(d)) = tasks.try_join_next() {
             done.push(d);
@@ -249,14 +268,29 @@ async fn drive(
         .shutdown(scaled(p.provision_time, speed) + Duration::from_secs(10))
         .await;
 
-    done.sort_by_key(|d| d.0);
+    done.sort_by_key(|d| d.index);
     let mut arrivals = Vec::with_capacity(done.len());
     let mut hot_path = Vec::new();
     let mut handed: Vec<Duration> = Vec::new();
     let end = settled;
-    for (i, result, at, wall) in done {
-        let scheduled = trace.offsets[i];
+    for Answered {
+        index,
+        result,
+        issued,
+        at,
+        wall,
+    } in done
+    {
+        let scheduled = trace.offsets[index];
         let answered = unscaled(at.saturating_duration_since(start), speed);
+        // A warm hand-out waited for nothing; any other answer waited from the moment
+        // it was asked, not from its place in the trace, so a late timer on the real
+        // clock (multiplied by the speed) is not counted as a wait for a project.
+        let wait = if result == Ok(true) {
+            Duration::ZERO
+        } else {
+            unscaled(at.saturating_duration_since(issued), speed)
+        };
         if result == Ok(true) {
             hot_path.push(wall);
         }
@@ -266,7 +300,7 @@ async fn drive(
         arrivals.push(Arrival {
             at: scheduled,
             result,
-            wait: answered.saturating_sub(scheduled),
+            wait,
             latency: at.saturating_duration_since(start + scaled(scheduled, speed)),
         });
     }
