@@ -37,6 +37,21 @@ enum Command {
     Replay(Box<ReplayArgs>),
 }
 
+/// Parses the log filter `log`. One that names no directive (`""`, `","`) is refused
+/// like any invalid one: parsed as is it turns every line off, errors included, without
+/// a word, and an empty `POOL_LOG` would silently override the config file's filter.
+/// `off` turns logging off.
+fn log_filter(log: &str) -> anyhow::Result<EnvFilter> {
+    let invalid = || format!("the log filter {log:?} is not valid");
+    if log.split(',').all(|directive| directive.trim().is_empty()) {
+        anyhow::bail!(
+            "{}: it names nothing to log (`off` turns logging off)",
+            invalid()
+        );
+    }
+    EnvFilter::try_new(log).with_context(invalid)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let from_file = match (&cli.log, &cli.command) {
@@ -52,8 +67,7 @@ fn main() -> anyhow::Result<()> {
         .log
         .or(from_file)
         .unwrap_or_else(|| if quiet { "warn" } else { "info" }.to_owned());
-    let filter =
-        EnvFilter::try_new(&log).with_context(|| format!("the log filter {log:?} is not valid"))?;
+    let filter = log_filter(&log)?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
