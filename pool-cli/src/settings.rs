@@ -283,11 +283,33 @@ fn read_file(path: &Path, store_args: &mut StoreArgs) -> anyhow::Result<FileSett
     let context = || format!("parsing {}", path.display());
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut table: toml::Table = toml::from_str(&text).with_context(context)?;
+    let mut table: toml::Table = toml::from_str(&text)
+        .map_err(|e| syntax_error(&text, &e))
+        .with_context(context)?;
     store_args
         .fill_from_file(&mut table)
         .with_context(context)?;
     toml::Value::Table(table).try_into().with_context(context)
+}
+
+/// A TOML syntax error as its line, column and message, without the line itself: the
+/// line may hold a secret (`api_token`, a backend key), and no error shows a secret.
+fn syntax_error(text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let (mut line, mut column) = (1, 1);
+            for (_, c) in text.char_indices().take_while(|(i, _)| *i < span.start) {
+                if c == '\n' {
+                    (line, column) = (line + 1, 1);
+                } else {
+                    column += 1;
+                }
+            }
+            anyhow::anyhow!("TOML syntax error at line {line}, column {column}: {message}")
+        }
+        None => anyhow::anyhow!("TOML syntax error: {message}"),
+    }
 }
 
 /// The shortest owner lease accepted: renewals must fit well inside it.
