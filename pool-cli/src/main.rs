@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use pool_cli::admin::{self, ExportArgs, ImportArgs, StatusArgs};
 use pool_cli::replay::{self, ReplayArgs};
 use pool_cli::serve;
-use pool_cli::settings::{self, ServeArgs};
+use pool_cli::settings::{ServeArgs, Settings};
 use tracing_subscriber::EnvFilter;
 
 /// Hands each new conversation a pre-provisioned project in microseconds, and keeps the
@@ -54,13 +54,13 @@ fn log_filter(log: &str) -> anyhow::Result<EnvFilter> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let from_file = match (&cli.log, &cli.command) {
-        (None, Command::Serve(args)) => match &args.config {
-            Some(path) => settings::log_filter_in(path)?,
-            None => None,
-        },
+    // `pool serve` resolves its settings before logging starts, since its config file
+    // may set the log filter; the file is read once, as it may be a pipe.
+    let serve_settings = match &cli.command {
+        Command::Serve(args) => Some(Settings::resolve(args)?),
         _ => None,
     };
+    let from_file = serve_settings.as_ref().and_then(|s| s.log.clone());
     // A replay drives a whole pool: its per-save info lines would drown the report.
     let quiet = matches!(cli.command, Command::Replay(_));
     let log = cli
@@ -86,7 +86,10 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(*args).await,
+            Command::Serve(_) => match serve_settings {
+                Some(settings) => serve::run_with(settings).await,
+                None => unreachable!("serve's settings are resolved above"),
+            },
             Command::Status(args) => admin::status(args).await,
             Command::Export(args) => admin::export(args).await,
             Command::Import(args) => admin::import(args).await,

@@ -19,7 +19,12 @@ use crate::stores;
 
 /// Runs the service; returns when a signal asked it to stop and the pool is stored.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::resolve(&args)?;
+    run_with(Settings::resolve(&args)?).await
+}
+
+/// Like [`run`], with settings already resolved (the config file is read once: it may
+/// be a pipe).
+pub async fn run_with(settings: Settings) -> anyhow::Result<()> {
     let backend = stores::open(&settings.store, &settings.store_args).await?;
     let existing = backend
         .pool

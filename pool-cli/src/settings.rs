@@ -83,7 +83,7 @@ pub struct ServeArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSettings {
-    /// The log filter; read before everything else, by [`log_filter_in`].
+    /// The log filter, handed to `pool` as [`Settings::log`].
     log: Option<String>,
     store: Option<String>,
     listen: Option<SocketAddr>,
@@ -151,6 +151,9 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// The shutdown deadline.
     pub shutdown_timeout: Duration,
+    /// The config file's log filter, if it sets one. `--log` and `POOL_LOG` belong to
+    /// `pool` itself, which starts logging with this one only when they are unset.
+    pub log: Option<String>,
 }
 
 impl Settings {
@@ -267,14 +270,9 @@ impl Settings {
                 .shutdown_timeout
                 .or(file.shutdown_timeout)
                 .unwrap_or(Duration::from_secs(30)),
+            log: file.log,
         })
     }
-}
-
-/// The log filter the config file at `path` sets, if any. Logging starts before the
-/// other settings are resolved, so this is read on its own.
-pub fn log_filter_in(path: &Path) -> anyhow::Result<Option<String>> {
-    Ok(read_file(path, &mut StoreArgs::default())?.log)
 }
 
 /// Reads a config file: the backend options into `store_args` where flags and
