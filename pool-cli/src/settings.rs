@@ -26,7 +26,7 @@ pub struct ServeArgs {
     #[arg(long, env = "POOL_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Bearer token required by every endpoint but /healthz and /readyz. Required to
-    /// listen on a non-loopback address.
+    /// listen on a non-loopback address; an empty value counts as unset.
     #[arg(long, env = "POOL_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// `local` (mints projects after --provision-delay) or `exec:COMMAND` [default: local].
@@ -174,11 +174,14 @@ impl Settings {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        // An empty token (say `POOL_API_TOKEN=` from an unset variable) counts as unset:
+        // it must not switch off a token the config file sets.
+        let set = |t: &String| !t.is_empty();
         let api_token = args
             .api_token
             .clone()
-            .or(file.api_token)
-            .filter(|t| !t.is_empty());
+            .filter(set)
+            .or(file.api_token.filter(set));
         if !listen.ip().is_loopback() && api_token.is_none() {
             bail!(
                 "refusing to listen on {listen} without --api-token: only loopback addresses may go unauthenticated"

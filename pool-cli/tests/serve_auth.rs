@@ -73,6 +73,19 @@ fn a_token_guards_every_endpoint_but_health() {
 }
 
 #[test]
+fn an_empty_token_in_the_environment_leaves_the_files_token_in_force() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("pool.toml");
+    std::fs::write(&file, format!("api_token = \"{TOKEN}\"\n")).expect("write the config");
+    let config = file.display().to_string();
+    let env = [("POOL_API_TOKEN", "")];
+    let s = Server::start_with_env(dir.path(), &["--config", &config], &env);
+    assert_eq!(status_with(&s, "GET", "/v1/pool", "", None), 401);
+    let good = format!("Bearer {TOKEN}");
+    assert_eq!(status_with(&s, "GET", "/v1/pool", "", Some(&good)), 200);
+}
+
+#[test]
 fn the_token_can_come_from_the_environment() {
     let dir = tempfile::tempdir().expect("temp dir");
     let s = Server::start_with_env(dir.path(), &[], &[("POOL_API_TOKEN", TOKEN)]);
