@@ -17,7 +17,7 @@ pub struct Arrival {
     /// From the moment it was asked to its hand-out (or its error), in trace time; zero
     /// for a warm hand-out.
     pub wait: Duration,
-    /// How long the allocation took on the clock the replay ran on.
+    /// From the moment it was asked to its answer, on the clock the replay ran on.
     pub latency: Duration,
 }
 
@@ -102,7 +102,8 @@ pub struct Summary {
     /// Pool writes the store took while the trace ran.
     pub store_writes: u64,
     /// Median allocate latency in microseconds, on the clock the replay ran on (the
-    /// simulated clock does not advance while a warm hand-out runs).
+    /// simulated clock does not advance while a warm hand-out runs, so this stays a
+    /// deterministic figure; the text report adds the warm hand-outs' real time).
     pub latency_us_p50: f64,
     /// 99th percentile of the same.
     pub latency_us_p99: f64,

@@ -301,7 +301,7 @@ async fn drive(
             at: scheduled,
             result,
             wait,
-            latency: at.saturating_duration_since(start + scaled(scheduled, speed)),
+            latency: at.saturating_duration_since(issued),
         });
     }
     let ready_at: Vec<Duration> = provisioner
