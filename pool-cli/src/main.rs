@@ -87,7 +87,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Serve(_) => match serve_settings {
-                Some(settings) => serve::run_with(settings).await,
+                Some(settings) => serve::run(settings).await,
                 None => unreachable!("serve's settings are resolved above"),
             },
             Command::Status(args) => admin::status(args).await,

@@ -14,17 +14,13 @@ use axum::serve::ListenerExt;
 use crate::http::{AppState, router};
 use crate::metrics::Histogram;
 use crate::provisioners;
-use crate::settings::{ServeArgs, Settings};
+use crate::settings::Settings;
 use crate::stores;
 
-/// Runs the service; returns when a signal asked it to stop and the pool is stored.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    run_with(Settings::resolve(&args)?).await
-}
-
-/// Like [`run`], with settings already resolved (the config file is read once: it may
-/// be a pipe).
-pub async fn run_with(settings: Settings) -> anyhow::Result<()> {
+/// Runs the service with `settings` (resolved by the caller, which reads the config
+/// file once: it may be a pipe); returns when a signal asked it to stop and the pool
+/// is stored.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let backend = stores::open(&settings.store, &settings.store_args).await?;
     let existing = backend
         .pool
